@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""One entry point for a fresh machine with only Python 3.11+ and pip.
+
+    python3 dev.py demo      # install into .venv, run the demo on the embedded default
+    python3 dev.py test      # install into .venv (with test servers), run the whole suite
+    python3 dev.py bench     # run the benchmarks (on demand)
+
+Extra arguments go to the command (``python3 dev.py test -m "not integration"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".installed"
+
+
+def _python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def ensure_installed() -> None:
+    """Create ``.venv`` and install the project with test extras when pyproject changed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"ingester needs Python 3.11 or newer, this is {sys.version.split()[0]}")
+    if not _python().exists():
+        print("creating .venv ...", flush=True)
+        venv.create(VENV, with_pip=True)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == digest:
+        return
+    print("installing ingester and its dependencies into .venv (first run takes a minute) ...", flush=True)
+    pip = [str(_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    STAMP.write_text(digest)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test", "bench"):
+        print(__doc__)
+        return 2
+    ensure_installed()
+    command, rest = argv[0], argv[1:]
+    env = dict(os.environ, PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    if command == "demo":
+        args = [str(VENV / "bin" / "ingester"), "demo", *rest]
+    elif command == "test":
+        args = [str(_python()), "-m", "pytest", *rest]
+    else:
+        args = [str(_python()), str(ROOT / "benchmarks" / "run.py"), *rest]
+    return subprocess.run(args, cwd=ROOT if command != "demo" else Path.cwd(), env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,206 @@
+"""``ingester run | publish | tables | demo | settings``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from ingester.settings import CONFIG_ENV, Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stream dlt-normalized parquet into Apache Iceberg.")
+log = logging.getLogger("ingester")
+
+EXIT_BAD_CONFIG = 2
+EXIT_FAILED = 1
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {"ts": record.created, "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        )
+
+
+def _setup_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    for noisy in ("pyiceberg", "aiokafka", "botocore", "urllib3", "dlt"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic ValidationError: say which setting, no traceback
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ingester {version('ingester')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file", envvar=CONFIG_ENV)] = None,
+    _v: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version")] = False,
+) -> None:
+    import os
+
+    if config is not None:
+        if not config.is_file():
+            typer.echo(f"error: config file {config} not found", err=True)
+            raise typer.Exit(EXIT_BAD_CONFIG)
+        os.environ[CONFIG_ENV] = str(config)
+
+
+@app.command()
+def run(
+    exit_when_idle: Annotated[bool, typer.Option(help="Drain what is queued, commit, and exit")] = False,
+) -> None:
+    """Consume events and commit them until SIGTERM/SIGINT (then drain, commit, ack, exit 0)."""
+    settings = _settings()
+    _setup_logging(settings)
+    try:
+        stats = anyio.run(_run_engine, settings, exit_when_idle)
+    except Exception as exc:
+        log.error("stopped on an error, nothing after the last commit was acked: %s: %s", type(exc).__name__, exc)
+        raise typer.Exit(EXIT_FAILED) from None
+    log.info(
+        "stopped: %d events, %d rows, %d snapshots, %d duplicates skipped, %d dead letters",
+        stats.events, stats.rows, stats.snapshots, stats.duplicates, stats.dead_letters,
+    )
+
+
+async def _run_engine(settings: Settings, exit_when_idle: bool) -> Any:
+    from ingester.metrics import serve
+    from ingester.wiring import build_engine
+
+    engine = build_engine(settings)
+    server = None
+    if settings.metrics.port:
+        server = serve(engine.metrics, settings.metrics.host, settings.metrics.port, engine.heartbeat.alive, lambda: engine.ready)
+    async with anyio.create_task_group() as tg:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("signal %s: draining open batches", signal.Signals(signum).name)
+                    engine.stop()
+                    return
+
+        tg.start_soon(watch_signals)
+        try:
+            return await engine.run(exit_when_idle=exit_when_idle)
+        finally:
+            tg.cancel_scope.cancel()
+            await engine.source.aclose()
+            if server is not None:
+                server.shutdown()
+
+
+@app.command("publish")
+def publish_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="parquet files, or dlt load package folders")],
+    table: Annotated[str | None, typer.Option(help="table for plain parquet files")] = None,
+    namespace: Annotated[str | None, typer.Option(help="namespace for the events")] = None,
+    write_disposition: Annotated[str, typer.Option(help="append | replace | merge")] = "append",
+    primary_key: Annotated[list[str] | None, typer.Option(help="primary key column (repeat)")] = None,
+) -> None:
+    """Stage files and put one event per file on the configured queue."""
+    from ingester.events import WriteDisposition
+    from ingester.publish import file_event, load_package_events, publish
+    from ingester.wiring import build_queue, build_stager
+
+    settings = _settings()
+    _setup_logging(settings)
+    events = []
+    for path in paths:
+        if path.is_dir() and (path / "schema.json").exists():
+            events.extend(load_package_events(path, namespace))
+        elif path.is_file():
+            events.append(
+                file_event(path, table or path.name.split(".")[0], namespace=namespace,
+                           write_disposition=WriteDisposition(write_disposition), primary_key=primary_key or ())
+            )
+        else:
+            typer.echo(f"error: {path} is neither a parquet file nor a dlt load package", err=True)
+            raise typer.Exit(EXIT_BAD_CONFIG)
+    queue = build_queue(settings)
+    try:
+        count = publish(events, build_stager(settings), queue)
+    finally:
+        queue.close()
+    typer.echo(f"published {count} events")
+
+
+@app.command()
+def tables(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
+    """Each table with its rows, snapshots, last commit and metadata location."""
+    from ingester.catalog import open_catalog
+    from ingester.tables import list_tables
+
+    settings = _settings()
+    infos = list_tables(open_catalog(settings.catalog, settings.home_dir))
+    if as_json:
+        typer.echo(json.dumps([t.as_dict() for t in infos], indent=2))
+        return
+    typer.echo(f"{'table':<32} {'rows':>10} {'snapshots':>9}  last_commit")
+    for t in infos:
+        typer.echo(f"{t.name:<32} {t.rows:>10} {t.snapshots:>9}  {t.last_commit or '-'}")
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="random seed of the generated data")] = 7,
+    scale: Annotated[int, typer.Option(help="multiplies the number of rows")] = 1,
+) -> None:
+    """Generate shop data with a real dlt pipeline, publish it to the queue, run the engine, show the tables."""
+    import dlt
+
+    from ingester.demo import shop
+    from ingester.dlt.queue import ingester_queue
+
+    settings = _settings()
+    _setup_logging(settings)
+    logging.getLogger("ingester").setLevel(logging.WARNING)
+    home = settings.home_dir
+    typer.echo(f"[1/3] dlt extracts and normalizes demo data, publishes one event per parquet file (home: {home})")
+    started = time.monotonic()
+    pipeline = dlt.pipeline(
+        pipeline_name="ingester_demo", destination=ingester_queue(settings), pipelines_dir=str(home / "dlt"), dataset_name="shop"
+    )
+    pipeline.run(shop(seed=seed, customers=500 * scale, orders=2_000 * scale, page_views=10_000 * scale))
+    typer.echo(f"      done in {time.monotonic() - started:.1f}s")
+    typer.echo("[2/3] the engine commits the queued files, one snapshot per table per window")
+    started = time.monotonic()
+    stats = anyio.run(_run_engine, settings, True)
+    typer.echo(
+        f"      {stats.events} events -> {stats.rows} rows in {stats.snapshots} snapshots "
+        f"({stats.dead_letters} dead letters) in {time.monotonic() - started:.1f}s"
+    )
+    typer.echo("[3/3] tables in the embedded catalog:")
+    tables(as_json=False)
+
+
+@app.command("settings")
+def settings_cmd() -> None:
+    """Print the effective settings (secrets masked)."""
+    typer.echo(_settings().model_dump_json(indent=2))

@@ -1,0 +1,287 @@
+"""The streaming engine: source -> decode -> window -> commit -> ack, in one anyio task group.
+
+Backpressure: admission is refused when in-flight bytes would pass the budget; then the
+source is paused, the largest open window is flushed, and the loop keeps polling (a Kafka
+consumer stays in its group) until commits free room. Acks follow commits, never precede.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ingester.commit import CommitResult, SnapshotCommitter
+from ingester.deadletter import DeadLetter, DeadLetterSink
+from ingester.events import InvalidEvent, decode_event, encode_event
+from ingester.metrics import Heartbeat, Metrics
+from ingester.retry import RetryPolicy
+from ingester.routing import Router
+from ingester.sources.base import Message, OffsetTracker, Source
+from ingester.window import Batch, BatchLimits, InflightBudget, Pending, TableRef, WindowSet
+
+log = logging.getLogger(__name__)
+
+WORKER_QUEUE_BATCHES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    events: int
+    rows: int
+    snapshots: int
+    duplicates: int
+    dead_letters: int
+    retries: int
+    inflight_bytes: int
+    peak_inflight_bytes: int
+    max_inflight_bytes: int
+    pauses: int
+    paused: bool
+    open_windows: int
+
+
+class Engine:
+    """Consumes ``source`` until ``stop()`` (drains, commits, acks) or, with
+    ``exit_when_idle``, until the queue is empty and everything admitted is committed."""
+
+    def __init__(
+        self,
+        source: Source,
+        committer: SnapshotCommitter,
+        deadletters: DeadLetterSink,
+        *,
+        limits: BatchLimits,
+        max_inflight_bytes: int,
+        router: Router,
+        workers: int = 4,
+        retry: RetryPolicy | None = None,
+        poll_max_records: int = 500,
+        poll_timeout_s: float = 0.2,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.committer = committer
+        self.deadletters = deadletters
+        self.router = router
+        self.windows = WindowSet(limits, clock)
+        self.budget = InflightBudget(max_inflight_bytes)
+        self.tracker = OffsetTracker()
+        self.retry = retry or RetryPolicy(max_retries=None)
+        self.metrics = metrics or Metrics()
+        self.heartbeat = Heartbeat()
+        self._workers = workers
+        self._poll_max = poll_max_records
+        self._poll_timeout = poll_timeout_s
+        self._sends: list[ObjectSendStream[Batch]] = []
+        self._outbox: deque[Batch] = deque()
+        self._held: deque[tuple[Message, Pending | None, TableRef | None]] = deque()
+        self._stop = anyio.Event()
+        self._progress = anyio.Event()
+        self._ack_lock = anyio.Lock()
+        self._paused = False
+        self._running = False
+        self._counts = {"events": 0, "rows": 0, "snapshots": 0, "duplicates": 0, "dead_letters": 0, "retries": 0, "pauses": 0}
+
+    # ----------------------------------------------------------------- public
+    def stop(self) -> None:
+        """Ask for a graceful stop: finish polling, drain open windows, commit, ack."""
+        self._stop.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._running
+
+    def statistics(self) -> EngineStats:
+        c = self._counts
+        return EngineStats(
+            events=c["events"], rows=c["rows"], snapshots=c["snapshots"], duplicates=c["duplicates"],
+            dead_letters=c["dead_letters"], retries=c["retries"], inflight_bytes=self.budget.used,
+            peak_inflight_bytes=self.budget.peak, max_inflight_bytes=self.budget.max_bytes,
+            pauses=c["pauses"], paused=self._paused, open_windows=len(self.windows),
+        )
+
+    async def run(self, *, exit_when_idle: bool = False) -> EngineStats:
+        self.source.on_revoke(self._on_revoke)
+        async with anyio.create_task_group() as tg:
+            for _ in range(self._workers):
+                send, receive = anyio.create_memory_object_stream[Batch](WORKER_QUEUE_BATCHES)
+                self._sends.append(send)
+                tg.start_soon(self._worker, receive)
+            self._running = True
+            await self._consume(exit_when_idle)
+            await self._flush_all()
+            for send in self._sends:
+                send.close()
+        self._running = False
+        await self._ack()
+        return self.statistics()
+
+    # ------------------------------------------------------------ consuming
+    async def _consume(self, exit_when_idle: bool) -> None:
+        while not self._stop.is_set():
+            self.heartbeat.beat()
+            polled = 0
+            if not self._held:
+                messages = await self.source.poll(self._poll_max, self._poll_timeout)
+                polled = len(messages)
+                for m in messages:
+                    self._held.append((m, *await self._decode(m)))
+            await self._admit_held()
+            self._outbox.extend(self.windows.due())
+            self._dispatch_nowait()
+            if self._held or self._outbox:
+                await self._wait_for_room()
+            elif self._paused:
+                self.source.resume()
+                self._paused = False
+                self.metrics.paused.set(0)
+            if exit_when_idle and not polled and not self._held and not self._outbox:
+                if len(self.windows):
+                    self._outbox.extend(self.windows.drain())
+                    self._dispatch_nowait()
+                elif self.budget.used == 0 and self.tracker.pending() == 0 and await self.source.is_idle():
+                    return
+
+    async def _decode(self, m: Message) -> tuple[Pending | None, TableRef | None]:
+        """Decode and route; invalid messages go to the dead letters (returns Nones)."""
+        try:
+            event = decode_event(m.payload)
+            table = self.router.route(event)
+        except InvalidEvent as exc:
+            reason = f"invalid event at {m.position.partition}@{m.position.offset}: {exc}"
+            await self._dead_letter(DeadLetter(reason, m.payload, m.position), kind="invalid_event")
+            self.tracker.track(m.position)
+            self.tracker.done([m.position])
+            return None, None
+        return Pending(event, m.position), table
+
+    async def _admit_held(self) -> None:
+        while self._held:
+            m, pending, table = self._held[0]
+            if pending is None or table is None:
+                self._held.popleft()
+                continue
+            if not self.budget.try_acquire(pending.event.byte_size):
+                return
+            self._held.popleft()
+            self.tracker.track(m.position)
+            self._counts["events"] += 1
+            self.metrics.events.labels(str(table)).inc()
+            self.metrics.inflight_bytes.set(self.budget.used)
+            self._outbox.extend(self.windows.add(table, pending))
+
+    async def _wait_for_room(self) -> None:
+        """Pause, flush the biggest window, wait for a commit while still polling."""
+        if not self._paused:
+            self.source.pause()
+            self._paused = True
+            self._counts["pauses"] += 1
+            self.metrics.paused.set(1)
+        if self._held and not self._outbox:
+            biggest = self.windows.largest()
+            if biggest is not None:
+                self._outbox.append(biggest)
+                self._dispatch_nowait()
+        with anyio.move_on_after(self._poll_timeout):
+            await self._progress.wait()
+        self._progress = anyio.Event()
+        for m in await self.source.poll(self._poll_max, 0.001):  # keeps a consumer alive; [] while paused
+            self._held.append((m, *await self._decode(m)))
+
+    def _dispatch_nowait(self) -> None:
+        while self._outbox:
+            batch = self._outbox[0]
+            try:
+                self._sends[self._worker_of(batch.table)].send_nowait(batch)
+            except anyio.WouldBlock:
+                return
+            self._outbox.popleft()
+
+    def _worker_of(self, table: TableRef) -> int:
+        return hash(table) % len(self._sends)
+
+    async def _flush_all(self) -> None:
+        """Close every open window and hand all batches to the workers (may wait)."""
+        self._outbox.extend(self.windows.drain())
+        while self._outbox:
+            batch = self._outbox.popleft()
+            await self._sends[self._worker_of(batch.table)].send(batch)
+
+    async def _on_revoke(self, partitions: Collection[str]) -> None:
+        """Before partitions go to another member: commit everything admitted and ack it."""
+        self._held = deque(h for h in self._held if h[0].position.partition not in partitions)
+        await self._flush_all()
+        while self.budget.used or self.tracker.pending():
+            with anyio.move_on_after(1.0):
+                await self._progress.wait()
+            self._progress = anyio.Event()
+        await self._ack()
+        self.tracker.forget(partitions)
+
+    # ------------------------------------------------------------ committing
+    async def _worker(self, batches: MemoryObjectReceiveStream[Batch]) -> None:
+        async with batches:
+            async for batch in batches:
+                await self._commit(batch)
+
+    async def _commit(self, batch: Batch) -> None:
+        started = time.monotonic()
+
+        def retried(exc: BaseException) -> None:
+            self._counts["retries"] += 1
+            self.metrics.retries.labels(type(exc).__name__).inc()
+
+        loaded = await self.retry.run(
+            lambda: anyio.to_thread.run_sync(self.committer.read, batch), what=f"read {batch.table}", on_retry=retried
+        )
+        result: CommitResult = await self.retry.run(
+            lambda: anyio.to_thread.run_sync(self.committer.apply, loaded), what=f"commit {batch.table}", on_retry=retried
+        )
+        for r in result.rejected:
+            await self._dead_letter(DeadLetter(r.reason, encode_event(r.event), r.position, str(batch.table)), kind="rejected_file")
+        self._record(batch, result, time.monotonic() - started)
+        self.budget.release(batch.byte_size)
+        self.metrics.inflight_bytes.set(self.budget.used)
+        self.tracker.done(batch.positions)
+        self._progress.set()
+        await self._ack()
+
+    def _record(self, batch: Batch, result: CommitResult, seconds: float) -> None:
+        name = str(batch.table)
+        self._counts["duplicates"] += result.duplicates
+        self.metrics.duplicates.labels(name).inc(result.duplicates)
+        if result.snapshot_id is not None:
+            self._counts["rows"] += result.rows
+            self._counts["snapshots"] += 1
+            self.metrics.rows.labels(name).inc(result.rows)
+            self.metrics.snapshots.labels(name).inc()
+            self.metrics.bytes.labels(name).inc(batch.byte_size)
+            self.metrics.commit_seconds.labels(name).observe(seconds)
+
+    async def _dead_letter(self, letter: DeadLetter, kind: str) -> None:
+        log.warning("dead letter (%s): %s", kind, letter.reason)
+        self._counts["dead_letters"] += 1
+        self.metrics.dead_letters.labels(kind).inc()
+        await self.deadletters.put(letter)
+
+    async def _ack(self) -> None:
+        async with self._ack_lock:
+            offsets = self.tracker.committable()
+            if not offsets:
+                return
+            try:
+                await self.source.commit(offsets)
+            except Exception as exc:  # an ack lost here is recovered from the table markers
+                log.warning("offset commit failed, will retry with the next batch: %s", exc)
+                return
+            self.tracker.mark_acked(offsets)
+
+

@@ -1,0 +1,65 @@
+"""The two kinds of failure: terminal (set the input aside with a reason) and transient (retry).
+
+Adapters translate library exceptions into these at the boundary (``is_transient``).
+"""
+
+from __future__ import annotations
+
+
+class TerminalError(Exception):
+    """Bad input: retrying cannot help. The event goes to the dead letters with this text."""
+
+
+class LocationRefused(TerminalError):
+    """The event names a location outside the allowed prefixes; it is never read."""
+
+
+class UnreadableFile(TerminalError):
+    """The file is missing, truncated or not parquet."""
+
+
+class SchemaConflict(TerminalError):
+    """A column of the file cannot be written to the table's column without loss."""
+
+    def __init__(self, source: str, column: str, detail: str) -> None:
+        super().__init__(f"{source}: column '{column}': {detail}")
+        self.column = column
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for network, server-side and commit-conflict errors that a retry may fix."""
+    if isinstance(exc, TerminalError):
+        return False
+    from pyiceberg.exceptions import (
+        CommitFailedException,
+        CommitStateUnknownException,
+        ServerError,
+        ServiceUnavailableError,
+    )
+
+    transient: tuple[type[BaseException], ...] = (
+        CommitFailedException,
+        CommitStateUnknownException,
+        ServerError,
+        ServiceUnavailableError,
+        ConnectionError,
+        TimeoutError,
+    )
+    try:
+        import requests
+
+        transient += (requests.ConnectionError, requests.Timeout)
+    except ImportError:  # pragma: no cover - requests comes with pyiceberg
+        pass
+    try:
+        from sqlalchemy.exc import OperationalError
+
+        transient += (OperationalError,)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, transient):
+        return True
+    # pyarrow's S3 errors are OSError with the HTTP status in the text
+    return isinstance(exc, OSError) and any(
+        code in str(exc) for code in ("500", "502", "503", "504", "429", "Timeout", "timed out", "Connection")
+    )

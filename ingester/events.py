@@ -1,0 +1,159 @@
+"""``FileEvent``: one parquet file (by location or inline) for one destination table.
+
+The queue carries a JSON envelope (version 1)::
+
+    {"v": 1, "table": "orders", "namespace": "shop",
+     "location": "s3://bucket/load/orders.0.parquet",    # or "data": "<base64 parquet>"
+     "rows": 1000, "bytes": 52311, "load_id": "1732540000.12", "event_id": "c0ffee...",
+     "write_disposition": "append" | "replace" | "merge",
+     "primary_key": ["id"], "merge_key": [],
+     "columns": {"id": {"data_type": "bigint", "nullable": false, "primary_key": true}}}
+
+Only ``table`` and one of ``location`` / ``data`` are required. ``event_id`` makes
+re-publishing the same file idempotent. ``columns`` are dlt column hints (``data_type``,
+``nullable``, ``partition``, ``x-partition-transform``, ``hard_delete``, ...).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENVELOPE_VERSION = 1
+MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_]{0,254}$"
+
+
+class InvalidEvent(ValueError):
+    """The message is not a valid file event; the text names the field and the problem."""
+
+
+class WriteDisposition(StrEnum):
+    APPEND = "append"
+    REPLACE = "replace"
+    MERGE = "merge"
+
+
+@dataclass(frozen=True, slots=True)
+class FileEvent:
+    """One parquet file for one table. Exactly one of ``location`` and ``data`` is set."""
+
+    table: str
+    namespace: str | None = None
+    location: str | None = None
+    data: bytes | None = None
+    row_count: int | None = None
+    byte_size: int = 0
+    load_id: str | None = None
+    event_id: str | None = None
+    write_disposition: WriteDisposition = WriteDisposition.APPEND
+    primary_key: tuple[str, ...] = ()
+    merge_key: tuple[str, ...] = ()
+    columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """Short human name for errors and logs (never the inline payload)."""
+        what = self.location or f"<inline {len(self.data or b'')} bytes>"
+        ident = f" event_id={self.event_id}" if self.event_id else ""
+        return f"{self.table}:{what}{ident}"
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: int = ENVELOPE_VERSION
+    table: str = Field(pattern=IDENTIFIER_PATTERN)
+    namespace: str | None = Field(None, pattern=IDENTIFIER_PATTERN)
+    location: str | None = Field(None, min_length=1, max_length=4096)
+    data: str | None = None
+    rows: int | None = Field(None, ge=0)
+    bytes: int | None = Field(None, ge=0)
+    load_id: str | None = Field(None, max_length=256)
+    event_id: str | None = Field(None, max_length=256)
+    write_disposition: WriteDisposition = WriteDisposition.APPEND
+    primary_key: list[str] = Field(default_factory=list, max_length=64)
+    merge_key: list[str] = Field(default_factory=list, max_length=64)
+    columns: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=10_000)
+
+    @field_validator("v")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != ENVELOPE_VERSION:
+            raise ValueError(f"unsupported envelope version {v}, expected {ENVELOPE_VERSION}")
+        return v
+
+
+def _describe_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"]) or "<envelope>"
+        parts.append(f"field '{where}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def decode_event(raw: bytes) -> FileEvent:
+    """Parse one queue message. Raises ``InvalidEvent`` naming the field that is wrong."""
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        raise InvalidEvent(f"envelope is {len(raw)} bytes, over the {MAX_ENVELOPE_BYTES} limit")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"envelope must be a JSON object, got {type(obj).__name__}")
+    try:
+        env = _Envelope.model_validate(obj)
+    except ValidationError as exc:
+        raise InvalidEvent(_describe_errors(exc)) from None
+    if (env.location is None) == (env.data is None):
+        raise InvalidEvent("exactly one of fields 'location' and 'data' must be set")
+    data = None
+    if env.data is not None:
+        try:
+            data = base64.b64decode(env.data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidEvent(f"field 'data': not base64: {exc}") from None
+    if env.write_disposition is WriteDisposition.MERGE and not (env.primary_key or env.merge_key):
+        raise InvalidEvent("field 'primary_key': merge needs a primary_key or merge_key")
+    return FileEvent(
+        table=env.table,
+        namespace=env.namespace,
+        location=env.location,
+        data=data,
+        row_count=env.rows,
+        byte_size=env.bytes if env.bytes is not None else len(data or b""),
+        load_id=env.load_id,
+        event_id=env.event_id,
+        write_disposition=env.write_disposition,
+        primary_key=tuple(env.primary_key),
+        merge_key=tuple(env.merge_key),
+        columns=env.columns,
+    )
+
+
+def encode_event(event: FileEvent) -> bytes:
+    """Serialise to the JSON envelope; ``decode_event(encode_event(e)) == e``."""
+    body: dict[str, Any] = {"v": ENVELOPE_VERSION, "table": event.table}
+    optional: dict[str, Any] = {
+        "namespace": event.namespace,
+        "location": event.location,
+        "data": base64.b64encode(event.data).decode() if event.data is not None else None,
+        "rows": event.row_count,
+        "bytes": event.byte_size,
+        "load_id": event.load_id,
+        "event_id": event.event_id,
+        "primary_key": list(event.primary_key) or None,
+        "merge_key": list(event.merge_key) or None,
+        "columns": {k: dict(v) for k, v in event.columns.items()} or None,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if event.write_disposition is not WriteDisposition.APPEND:
+        body["write_disposition"] = event.write_disposition.value
+    return json.dumps(body, separators=(",", ":"), default=str).encode()

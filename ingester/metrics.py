@@ -1,0 +1,76 @@
+"""Prometheus metrics and the ``/metrics``, ``/healthz``, ``/readyz`` HTTP endpoint."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from socketserver import ThreadingMixIn
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+
+class Metrics:
+    """All metrics of one engine, in their own registry (several engines per process in tests)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("ingester_events", "File events admitted", ["table"], registry=r)
+        self.rows = Counter("ingester_rows", "Rows committed", ["table"], registry=r)
+        self.bytes = Counter("ingester_bytes", "Event bytes committed", ["table"], registry=r)
+        self.snapshots = Counter("ingester_snapshots", "Snapshots committed", ["table"], registry=r)
+        self.duplicates = Counter("ingester_duplicate_events", "Replayed events skipped", ["table"], registry=r)
+        self.dead_letters = Counter("ingester_dead_letters", "Events set aside", ["kind"], registry=r)
+        self.retries = Counter("ingester_retries", "Retried operations", ["what"], registry=r)
+        self.commit_seconds = Histogram(
+            "ingester_commit_seconds", "Read + commit time of one batch", ["table"], registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.inflight_bytes = Gauge("ingester_inflight_bytes", "Bytes admitted, not yet committed", registry=r)
+        self.paused = Gauge("ingester_source_paused", "1 while the source is paused (backpressure)", registry=r)
+        self.lag = Gauge("ingester_partition_lag", "Messages behind the end of the partition", ["partition"], registry=r)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return None
+
+
+def serve(
+    metrics: Metrics, host: str, port: int, healthy: Callable[[], bool], ready: Callable[[], bool]
+) -> _Server:
+    """Start the endpoint in a daemon thread; ``server.shutdown()`` stops it."""
+    prom = make_wsgi_app(metrics.registry)
+
+    def app(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in ("/healthz", "/readyz"):
+            ok = healthy() if path == "/healthz" else ready()
+            start("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"ok\n" if ok else b"not ok\n"]
+        return prom(environ, start)  # type: ignore[no-any-return]
+
+    server = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="ingester-metrics", daemon=True).start()
+    return server
+
+
+class Heartbeat:
+    """The consume loop beats; health fails when it stalls for ``stale_s``."""
+
+    def __init__(self, stale_s: float = 60.0) -> None:
+        self.stale_s = stale_s
+        self._last = time.monotonic()
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self._last < self.stale_s

@@ -1,0 +1,130 @@
+"""Producer side: stage parquet files and put one event per file on the configured queue.
+
+``stage`` copies a local file under the staging location (``<home>/staging`` or an
+``s3://`` prefix) so the daemon can read it after the producer is gone; the event id is
+derived from the load id, table and file name, so publishing the same load twice commits
+it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from ingester.events import FileEvent, WriteDisposition, encode_event
+
+
+class EventQueue(Protocol):
+    """Where events are published (spool file, Kafka topic). Blocking calls."""
+
+    def put_many(self, payloads: Sequence[bytes], keys: Sequence[bytes] | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def event_id(load_id: str | None, table: str, file_name: str, size: int) -> str:
+    basis = f"{load_id}/{table}/{file_name}" if load_id else f"{table}/{file_name}/{size}"
+    return hashlib.blake2b(basis.encode(), digest_size=16).hexdigest()
+
+
+class Stager:
+    """Copies files to the staging location (local folder or S3 prefix)."""
+
+    def __init__(self, staging: str, s3: pafs.S3FileSystem | None = None) -> None:
+        self.staging = staging.rstrip("/")
+        self._s3 = s3
+
+    def stage(self, path: Path, relative: str) -> str:
+        """Copy ``path`` to ``<staging>/<relative>``; returns the staged location. Idempotent."""
+        target = f"{self.staging}/{relative}"
+        parsed = urlparse(target)
+        if parsed.scheme == "s3":
+            if self._s3 is None:
+                raise ValueError("staging on s3:// needs S3 settings (catalog.s3_*)")
+            pafs.copy_files(str(path), f"{parsed.netloc}{parsed.path}", destination_filesystem=self._s3)
+        else:
+            dest = Path(parsed.path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_suffix(dest.suffix + ".part")
+            shutil.copyfile(path, tmp)
+            tmp.replace(dest)
+        return target
+
+
+def file_event(
+    path: Path,
+    table: str,
+    *,
+    load_id: str | None = None,
+    write_disposition: WriteDisposition = WriteDisposition.APPEND,
+    primary_key: Sequence[str] = (),
+    merge_key: Sequence[str] = (),
+    columns: dict[str, dict[str, Any]] | None = None,
+    namespace: str | None = None,
+) -> FileEvent:
+    """Event for a local parquet file (location set by ``Stager`` before publishing)."""
+    size = path.stat().st_size
+    rows = pq.ParquetFile(path).metadata.num_rows
+    return FileEvent(
+        table=table,
+        namespace=namespace,
+        location=str(path),
+        row_count=rows,
+        byte_size=size,
+        load_id=load_id,
+        event_id=event_id(load_id, table, path.name, size),
+        write_disposition=write_disposition,
+        primary_key=tuple(primary_key),
+        merge_key=tuple(merge_key),
+        columns=columns or {},
+    )
+
+
+def publish(events: Iterable[FileEvent], stager: Stager, queue: EventQueue) -> int:
+    """Stage each event's file and publish the events (keyed by table). Returns the count."""
+    staged = []
+    for ev in events:
+        assert ev.location is not None
+        rel = f"{ev.load_id or 'files'}/{ev.table}/{Path(ev.location).name}"
+        staged.append(replace(ev, location=stager.stage(Path(ev.location), rel)))
+    return queue.put_many([encode_event(e) for e in staged], [e.table.encode() for e in staged])
+
+
+def table_hints(table: dict[str, Any]) -> dict[str, Any]:
+    """Disposition, keys and column hints of a dlt table schema, as event fields."""
+    columns = {name: {k: v for k, v in col.items() if k != "name"} for name, col in table.get("columns", {}).items()}
+    pk = [n for n, c in columns.items() if c.get("primary_key")]
+    mk = [n for n, c in columns.items() if c.get("merge_key")]
+    disposition = WriteDisposition(table.get("write_disposition") or "append")
+    if disposition is WriteDisposition.MERGE and not (pk or mk):
+        root = [n for n, c in columns.items() if c.get("root_key")]
+        if root:
+            mk = root
+        else:
+            disposition = WriteDisposition.APPEND
+    return {"write_disposition": disposition, "primary_key": pk, "merge_key": mk, "columns": columns}
+
+
+def load_package_events(package: Path, namespace: str | None = None) -> Iterator[FileEvent]:
+    """Events for a dlt load package folder (``<load_id>/`` with ``schema.json`` and jobs).
+
+    dlt's own tables (``_dlt_*``) are skipped.
+    """
+    schema = json.loads((package / "schema.json").read_text())
+    tables = schema.get("tables", {})
+    load_id = package.name
+    for sub in ("new_jobs", "started_jobs", "completed_jobs"):
+        for path in sorted((package / sub).glob("*.parquet")):
+            table = path.name.split(".")[0]
+            if table.startswith("_dlt") or table not in tables:
+                continue
+            yield file_event(path, table, load_id=load_id, namespace=namespace, **table_hints(tables[table]))

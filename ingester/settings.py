@@ -1,0 +1,185 @@
+"""Typed settings: env vars ``INGESTER_*`` (nested with ``__``) and an optional TOML file.
+
+The TOML file is ``$INGESTER_CONFIG`` or ``./ingester.toml`` when present. Settings are frozen
+and validated at construction. Secrets are ``SecretStr``: they never appear in reprs or logs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_HOME = Path(".ingester")
+DEFAULT_NAMESPACE = "default"
+DEFAULT_TOPIC = "ingester-events"
+DEFAULT_MAX_BATCH_FILES = 1_000
+DEFAULT_MAX_BATCH_ROWS = 5_000_000
+DEFAULT_MAX_BATCH_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_BATCH_AGE_S = 10.0
+DEFAULT_MAX_INFLIGHT_BYTES = 1024 * 1024 * 1024
+DEFAULT_MERGE_BATCH_SIZE = 500_000
+CONFIG_ENV = "INGESTER_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CatalogSettings(_Section):
+    """Which Iceberg catalog to write to. ``sql`` with no uri is the embedded SQLite catalog."""
+
+    type: Literal["sql", "rest"] = "sql"
+    name: str = "ingester"
+    uri: str | None = Field(None, description="REST catalog URI, or SQLAlchemy URI for sql")
+    warehouse: str | None = Field(None, description="warehouse location or REST warehouse name")
+    credential: SecretStr | None = Field(None, description="OAuth2 client credentials id:secret")
+    oauth2_server_uri: str | None = Field(None, description="OAuth2 token endpoint")
+    scope: str | None = Field(None, description="OAuth2 scope")
+    token: SecretStr | None = Field(None, description="bearer token")
+    sigv4_enabled: bool = False
+    signing_region: str | None = None
+    signing_name: str | None = Field(None, description="SigV4 service name, e.g. s3tables, glue")
+    s3_endpoint: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str | None = None
+    properties: dict[str, SecretStr] = Field(
+        default_factory=dict, description="extra pyiceberg catalog properties, passed through"
+    )
+
+
+class SourceSettings(_Section):
+    """Where file events come from: the embedded spool (default) or Kafka."""
+
+    kind: Literal["spool", "kafka"] = "spool"
+    spool_path: Path | None = Field(None, description="SQLite queue file; default <home>/queue.db")
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: list[str] = Field(default_factory=lambda: [DEFAULT_TOPIC])
+    topic_pattern: str | None = None
+    group_id: str = "ingester"
+    poll_max_records: int = Field(500, ge=1)
+    poll_timeout_s: float = Field(0.2, gt=0)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    kafka_options: dict[str, Any] = Field(default_factory=dict, description="raw aiokafka options")
+
+
+class WindowSettings(_Section):
+    """When a per-table micro-batch closes, and how much may be in flight."""
+
+    max_batch_files: int = Field(DEFAULT_MAX_BATCH_FILES, ge=1)
+    max_batch_rows: int = Field(DEFAULT_MAX_BATCH_ROWS, ge=1)
+    max_batch_bytes: int = Field(DEFAULT_MAX_BATCH_BYTES, ge=1)
+    max_batch_age_s: float = Field(DEFAULT_MAX_BATCH_AGE_S, gt=0)
+    max_inflight_bytes: int = Field(DEFAULT_MAX_INFLIGHT_BYTES, ge=1)
+
+
+class CommitSettings(_Section):
+    """How batches become snapshots."""
+
+    workers: int = Field(4, ge=1, description="tables committing concurrently")
+    max_retries: int | None = Field(None, ge=0, description="None: retry transient errors until shutdown")
+    retry_backoff_base: float = Field(2.0, ge=1.0)
+    retry_min_wait_s: float = Field(0.2, ge=0)
+    retry_max_wait_s: float = Field(30.0, ge=0)
+    strict_casting: bool = False
+    merge_batch_size: int = Field(DEFAULT_MERGE_BATCH_SIZE, ge=1)
+    zero_copy: bool = Field(True, description="register parquet files as-is when their schema fits")
+
+
+class RoutingSettings(_Section):
+    """Event table -> Iceberg table."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    namespace_prefix: str = ""
+    table_map: dict[str, str] = Field(default_factory=dict, description="event table -> ns.table")
+
+
+class StorageSettings(_Section):
+    """Reading the parquet files that events name."""
+
+    allowed_prefixes: list[str] = Field(
+        default_factory=list, description="locations events may name; default: <home>/staging"
+    )
+    staging: str | None = Field(None, description="where `publish` copies files; default <home>/staging")
+    read_concurrency: int = Field(8, ge=1)
+    read_timeout_s: float = Field(120.0, gt=0)
+
+
+class DeadLetterSettings(_Section):
+    folder: Path | None = Field(None, description="default <home>/deadletter")
+    topic: str | None = Field(None, description="Kafka dead-letter topic")
+
+
+class MetricsSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="0 disables the HTTP endpoint")
+
+
+class Settings(BaseSettings):
+    """All settings of one ingester process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INGESTER_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    home: Path = DEFAULT_HOME
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    catalog: CatalogSettings = CatalogSettings()
+    source: SourceSettings = SourceSettings()
+    window: WindowSettings = WindowSettings()
+    commit: CommitSettings = CommitSettings()
+    routing: RoutingSettings = RoutingSettings()
+    storage: StorageSettings = StorageSettings()
+    deadletter: DeadLetterSettings = DeadLetterSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.catalog.type == "rest" and not self.catalog.uri:
+            raise ValueError("catalog.uri is required for a REST catalog (INGESTER_CATALOG__URI)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = os.environ.get(CONFIG_ENV) or "ingester.toml"
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if Path(path).is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def spool_file(self) -> Path:
+        return self.source.spool_path or self.home_dir / "queue.db"
+
+    @property
+    def staging_location(self) -> str:
+        return self.storage.staging or (self.home_dir / "staging").as_uri()
+
+    @property
+    def allowed_prefixes(self) -> list[str]:
+        return self.storage.allowed_prefixes or [self.staging_location]
+
+    @property
+    def deadletter_folder(self) -> Path:
+        return self.deadletter.folder or self.home_dir / "deadletter"

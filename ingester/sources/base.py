@@ -1,0 +1,100 @@
+"""The source contract: positions, messages, and what the engine may ask of a queue."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """Where a message sits: a partition name (``topic/3``, ``spool-<id>``) and an offset."""
+
+    partition: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    payload: bytes
+    position: Position
+
+
+RevokeCallback = Callable[[Collection[str]], Awaitable[None]]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A partitioned, replayable queue.
+
+    Nothing is removed from the queue until ``commit`` says so: after a crash, every
+    message after the last committed offset of its partition is delivered again.
+    """
+
+    group: str
+    """Name of the consumer group; offsets in snapshot markers are kept per group."""
+
+    async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        """Next messages in partition order; ``[]`` after ``timeout_s`` or while paused."""
+
+    def pause(self) -> None:
+        """Stop delivering (backpressure); the source stays alive and in its group."""
+
+    def resume(self) -> None: ...
+
+    async def commit(self, offsets: Mapping[str, int]) -> None:
+        """Mark everything below ``offsets[partition]`` as done. Idempotent."""
+
+    def on_revoke(self, callback: RevokeCallback) -> None:
+        """Register a callback run before partitions are taken away (flush + ack)."""
+
+    async def is_idle(self) -> bool:
+        """True when nothing is waiting to be delivered (for ``--exit-when-idle``)."""
+
+    async def aclose(self) -> None: ...
+
+
+class OffsetTracker:
+    """Which offsets per partition are still in flight; the committable watermark.
+
+    Offsets are tracked in the order they are read; ``committable`` gives, per
+    partition, the offset below which everything is done.
+    """
+
+    def __init__(self) -> None:
+        self._order: dict[str, list[int]] = {}
+        self._done: dict[str, set[int]] = {}
+        self._next: dict[str, int] = {}
+        self._acked: dict[str, int] = {}
+
+    def track(self, position: Position) -> None:
+        self._order.setdefault(position.partition, []).append(position.offset)
+        self._done.setdefault(position.partition, set())
+
+    def done(self, positions: Collection[Position]) -> None:
+        for p in positions:
+            self._done.setdefault(p.partition, set()).add(p.offset)
+        for partition in {p.partition for p in positions}:
+            order, done = self._order.get(partition, []), self._done[partition]
+            i = 0
+            while i < len(order) and order[i] in done:
+                done.discard(order[i])
+                self._next[partition] = order[i] + 1
+                i += 1
+            del order[:i]
+
+    def committable(self) -> dict[str, int]:
+        """Offsets that advanced since the last ``mark_acked``."""
+        return {p: o for p, o in self._next.items() if self._acked.get(p) != o}
+
+    def mark_acked(self, offsets: Mapping[str, int]) -> None:
+        self._acked.update(offsets)
+
+    def pending(self) -> int:
+        return sum(len(o) for o in self._order.values())
+
+    def forget(self, partitions: Collection[str]) -> None:
+        for p in partitions:
+            for d in (self._order, self._done, self._next, self._acked):
+                d.pop(p, None)

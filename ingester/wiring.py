@@ -1,0 +1,98 @@
+"""Assemble catalog, reader, source, dead letters and engine from ``Settings``."""
+
+from __future__ import annotations
+
+from pyarrow import fs as pafs
+
+from ingester.catalog import open_catalog
+from ingester.commit import SnapshotCommitter
+from ingester.deadletter import DeadLetterSink, FolderDeadLetters
+from ingester.engine import Engine
+from ingester.metrics import Metrics
+from ingester.publish import EventQueue, Stager
+from ingester.retry import RetryPolicy
+from ingester.routing import Router
+from ingester.settings import Settings
+from ingester.sources.base import Source
+from ingester.sources.spool import SpoolQueue, SpoolSource
+from ingester.storage import FileReader, s3_filesystem
+from ingester.window import BatchLimits
+
+
+def s3_for(settings: Settings) -> pafs.S3FileSystem | None:
+    c = settings.catalog
+    if not (c.s3_endpoint or c.s3_access_key_id):
+        return None
+    return s3_filesystem(
+        c.s3_endpoint,
+        c.s3_access_key_id.get_secret_value() if c.s3_access_key_id else None,
+        c.s3_secret_access_key.get_secret_value() if c.s3_secret_access_key else None,
+        c.s3_region,
+    )
+
+
+def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
+    return SnapshotCommitter(
+        open_catalog(settings.catalog, settings.home_dir),
+        FileReader(settings.allowed_prefixes, s3_for(settings)),
+        group=group,
+        strict_casting=settings.commit.strict_casting,
+        merge_batch_size=settings.commit.merge_batch_size,
+    )
+
+
+def build_source(settings: Settings) -> Source:
+    if settings.source.kind == "kafka":
+        from ingester.sources.kafka import KafkaSource
+
+        return KafkaSource.from_settings(settings.source)
+    return SpoolSource(SpoolQueue(settings.spool_file))
+
+
+def build_queue(settings: Settings) -> EventQueue:
+    """The producer side of the configured queue."""
+    if settings.source.kind == "kafka":
+        from ingester.sources.kafka import KafkaEventQueue
+
+        return KafkaEventQueue.from_settings(settings.source)
+    return SpoolQueue(settings.spool_file)
+
+
+def build_stager(settings: Settings) -> Stager:
+    return Stager(settings.staging_location, s3_for(settings))
+
+
+def build_deadletters(settings: Settings) -> DeadLetterSink:
+    if settings.deadletter.topic and settings.source.kind == "kafka":
+        from ingester.sources.kafka import KafkaDeadLetters
+
+        return KafkaDeadLetters.from_settings(settings.source, settings.deadletter.topic)
+    return FolderDeadLetters(settings.deadletter_folder)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    c = settings.commit
+    return RetryPolicy(
+        max_retries=c.max_retries,
+        backoff_base=c.retry_backoff_base,
+        min_wait_s=c.retry_min_wait_s,
+        max_wait_s=c.retry_max_wait_s,
+    )
+
+
+def build_engine(settings: Settings, source: Source | None = None, metrics: Metrics | None = None) -> Engine:
+    source = source or build_source(settings)
+    w = settings.window
+    return Engine(
+        source,
+        build_committer(settings, source.group),
+        build_deadletters(settings),
+        limits=BatchLimits(w.max_batch_files, w.max_batch_rows, w.max_batch_bytes, w.max_batch_age_s),
+        max_inflight_bytes=w.max_inflight_bytes,
+        router=Router(settings.routing),
+        workers=settings.commit.workers,
+        retry=retry_policy(settings),
+        poll_max_records=settings.source.poll_max_records,
+        poll_timeout_s=settings.source.poll_timeout_s,
+        metrics=metrics,
+    )
