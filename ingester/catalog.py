@@ -41,7 +41,7 @@ def catalog_properties(cfg: CatalogSettings, home: Path) -> dict[str, str]:
                     "client.region": cfg.signing_region or cfg.s3_region,
                 }
             )
-    if cfg.s3_endpoint or cfg.s3_access_key_id:
+    if cfg.s3_endpoint or cfg.s3_access_key_id or cfg.s3_secret_access_key or cfg.s3_region:
         props.update(
             {
                 "s3.endpoint": cfg.s3_endpoint,

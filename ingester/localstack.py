@@ -199,8 +199,9 @@ class SeaweedServer:
         data_dir.mkdir(parents=True, exist_ok=True)
         ports = dict(ports) if ports else {name: free_port() for name in SEAWEED_PORTS}
         weed = _binary("weed", Path(sys.executable).parent)
-        cmd = [weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
-               "-webdav=false", "-master.telemetry=false", "-s3.port.lance=0", f"-tableBucket={TABLE_BUCKET}",
+        cmd = [weed, f"-logdir={data_dir}", "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+               "-admin.ui=false", "-webdav=false", "-master.telemetry=false", "-s3.port.lance=0",
+               f"-tableBucket={TABLE_BUCKET}",
                # the admin's built-in worker dials admin.port+10000 whatever admin.port.grpc says
                f"-admin.port.grpc={ports['admin'] + 10000}"]
         cmd += [f"-{flag}={ports[name]}" for name, flag in SEAWEED_PORTS.items()]

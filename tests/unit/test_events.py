@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from ingester.events import FileEvent, InvalidEvent, WriteDisposition, decode_event, encode_event
+
+
+def test_roundtrip_location_and_inline() -> None:
+    a = FileEvent("orders", "shop", location="s3://b/k.parquet", row_count=3, byte_size=10, load_id="1.2",
+                  event_id="e1", write_disposition=WriteDisposition.MERGE, primary_key=("id",),
+                  columns={"id": {"data_type": "bigint"}})
+    assert decode_event(encode_event(a)) == a
+    b = FileEvent("t", data=b"PAR1xyz", byte_size=7)
+    assert decode_event(encode_event(b)) == b
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1,2]", "JSON object"),
+        (b'{"location": "x"}', "field 'table'"),
+        (b'{"table": "t"}', "exactly one of fields 'location' and 'data'"),
+        (b'{"table": "t", "location": "a", "data": "AA=="}', "exactly one of"),
+        (b'{"table": "../etc", "location": "a"}', "field 'table'"),
+        (b'{"table": "t", "data": "!!!"}', "field 'data'"),
+        (b'{"table": "t", "location": "a", "rows": -1}', "field 'rows'"),
+        (b'{"table": "t", "location": "a", "rows": "many"}', "field 'rows'"),
+        (b'{"table": "t", "location": "a", "write_disposition": "upsert"}', "field 'write_disposition'"),
+        (b'{"table": "t", "location": "a", "write_disposition": "merge"}', "field 'primary_key'"),
+        (b'{"table": "t", "location": "a", "surprise": 1}', "field 'surprise'"),
+        (b'{"v": 9, "table": "t", "location": "a"}', "field 'v'"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
+def test_invalid_events_name_the_field(raw: bytes, needle: str) -> None:
+    with pytest.raises(InvalidEvent, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        decode_event(raw)
+
+
+def test_inline_bytes_count_as_size() -> None:
+    raw = json.dumps({"table": "t", "data": base64.b64encode(b"12345").decode()}).encode()
+    assert decode_event(raw).byte_size == 5
