@@ -1,4 +1,4 @@
-"""``ingester run | publish | tables | demo | settings``."""
+"""``ingester run | publish | tables | demo | settings | replay-deadletters``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import time
+from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,11 +17,21 @@ import typer
 
 from ingester.settings import CONFIG_ENV, Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Stream dlt-normalized parquet into Apache Iceberg.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Stream dlt-normalized parquet into Apache Iceberg.",
+    epilog="Exit codes: 0 done; 1 failed (nothing after the last commit was acked); 2 bad settings or usage.",
+)
 log = logging.getLogger("ingester")
 
 EXIT_BAD_CONFIG = 2
 EXIT_FAILED = 1
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
 
 
 class _JsonFormatter(logging.Formatter):
@@ -61,9 +72,12 @@ def _version(value: bool) -> None:
 def main(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file", envvar=CONFIG_ENV)] = None,
     _v: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version")] = False,
+    log_format: Annotated[LogFormat | None, typer.Option("--log-format", help="Log format (INGESTER_LOG_FORMAT)")] = None,
 ) -> None:
     import os
 
+    if log_format is not None:
+        os.environ["INGESTER_LOG_FORMAT"] = log_format.value
     if config is not None:
         if not config.is_file():
             typer.echo(f"error: config file {config} not found", err=True)
@@ -201,6 +215,49 @@ def demo(
 
 
 @app.command("settings")
-def settings_cmd() -> None:
+def settings_cmd(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the table of all settings (env var, type, default)")] = False,
+) -> None:
     """Print the effective settings (secrets masked)."""
+    if markdown:
+        from ingester.settings_doc import markdown_table
+
+        typer.echo(markdown_table(), nl=False)
+        return
     typer.echo(_settings().model_dump_json(indent=2))
+
+
+@app.command("replay-deadletters")
+def replay_deadletters(
+    source: Annotated[
+        Path | None, typer.Argument(help="dead-letter JSON lines, '-' for stdin; default <home>/deadletter/deadletters.jsonl")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="only letters whose reason contains this text")] = None,
+    dry_run: Annotated[bool, typer.Option(help="count what would be replayed, publish nothing")] = False,
+) -> None:
+    """Publish the original events of dead letters to the configured queue again (fix the cause first).
+
+    Replaying twice is harmless for events with an event_id: the second copy is skipped.
+    """
+    import base64
+
+    from ingester.wiring import build_queue
+
+    settings = _settings()
+    _setup_logging(settings)
+    path = source or settings.deadletter_folder / "deadletters.jsonl"
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        letters = [json.loads(line) for line in text.splitlines() if line.strip()]
+        chosen = [letter for letter in letters if reason is None or reason in str(letter.get("reason"))]
+        payloads = [base64.b64decode(letter["payload_b64"], validate=True) for letter in chosen]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        typer.echo(f"error: cannot read dead letters from {path}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG) from None
+    if payloads and not dry_run:
+        queue = build_queue(settings)
+        try:
+            queue.put_many(payloads, [str(letter.get("table") or "").encode() for letter in chosen])
+        finally:
+            queue.close()
+    typer.echo(f"{'would replay' if dry_run else 'replayed'} {len(payloads)} of {len(letters)} dead letters")

@@ -135,6 +135,8 @@ class Engine:
                 for m in messages:
                     self._held.append((m, *await self._decode(m)))
             await self._admit_held()
+            if self.tracker.committable():  # dead letters move the watermark without a commit
+                await self._ack()
             self._outbox.extend(self.windows.due())
             self._dispatch_nowait()
             if self._held or self._outbox:
@@ -151,28 +153,27 @@ class Engine:
                     return
 
     async def _decode(self, m: Message) -> tuple[Pending | None, TableRef | None]:
-        """Decode and route; invalid messages go to the dead letters (returns Nones)."""
+        """Track (in read order), decode and route; invalid messages go to the dead letters."""
+        self.tracker.track(m.position)
         try:
             event = decode_event(m.payload)
             table = self.router.route(event)
         except InvalidEvent as exc:
             reason = f"invalid event at {m.position.partition}@{m.position.offset}: {exc}"
             await self._dead_letter(DeadLetter(reason, m.payload, m.position), kind="invalid_event")
-            self.tracker.track(m.position)
             self.tracker.done([m.position])
             return None, None
         return Pending(event, m.position), table
 
     async def _admit_held(self) -> None:
         while self._held:
-            m, pending, table = self._held[0]
+            _, pending, table = self._held[0]
             if pending is None or table is None:
                 self._held.popleft()
                 continue
             if not self.budget.try_acquire(pending.event.byte_size):
                 return
             self._held.popleft()
-            self.tracker.track(m.position)
             self._counts["events"] += 1
             self.metrics.events.labels(str(table)).inc()
             self.metrics.inflight_bytes.set(self.budget.used)
@@ -218,8 +219,8 @@ class Engine:
     async def _on_revoke(self, partitions: Collection[str]) -> None:
         """Before partitions go to another member: commit everything admitted and ack it."""
         self._held = deque(h for h in self._held if h[0].position.partition not in partitions)
-        await self._flush_all()
-        while self.budget.used or self.tracker.pending():
+        await self._flush_all()  # then wait until everything admitted is committed
+        while self.budget.used:
             with anyio.move_on_after(1.0):
                 await self._progress.wait()
             self._progress = anyio.Event()

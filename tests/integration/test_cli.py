@@ -1,0 +1,108 @@
+"""The ``ingester`` command as a user runs it: publish, run, tables, demo; SIGTERM; kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from pyiceberg.catalog import load_catalog
+
+from tests.support import duckdb_rows, write_parquet
+
+pytestmark = pytest.mark.integration
+
+INGESTER = str(Path(sys.executable).parent / "ingester")
+
+
+def cli(home: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "INGESTER_HOME": str(home), **(env or {})}
+    return subprocess.run([INGESTER, *args], env=full_env, capture_output=True, text=True, check=check, timeout=300)
+
+
+def daemon(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {**os.environ, "INGESTER_HOME": str(home), **(env or {})}
+    return subprocess.Popen([INGESTER, "run", *args], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def tables(home: Path) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in json.loads(cli(home, "tables", "--json").stdout)}
+
+
+def catalog(home: Path) -> Any:
+    return load_catalog("ingester", type="sql", uri=f"sqlite:///{home / 'catalog.db'}", warehouse=(home / "warehouse").as_uri())
+
+
+def test_publish_run_tables(tmp_path: Path) -> None:
+    home, src = tmp_path / "home", tmp_path / "src"
+    files = [str(write_parquet(src, {"id": pa.array(range(i * 50, i * 50 + 50), pa.int64())})) for i in range(4)]
+    assert "published 4 events" in cli(home, "publish", *files, "--table", "orders").stdout
+    run = cli(home, "run", "--exit-when-idle")
+    assert run.returncode == 0
+    info = tables(home)["default.orders"]
+    assert info["rows"] == 200 and info["snapshots"] == 1 and info["metadata_location"].endswith(".metadata.json")
+    table = catalog(home).load_table(("default", "orders"))
+    assert duckdb_rows(table, "SELECT count(DISTINCT id) FROM t") == [(200,)]
+    # publishing the same files again commits nothing new (event ids in the snapshot summary)
+    cli(home, "publish", *files, "--table", "orders")
+    cli(home, "run", "--exit-when-idle")
+    assert tables(home)["default.orders"]["rows"] == 200
+
+
+def test_bad_settings_and_paths_are_clear_errors(tmp_path: Path) -> None:
+    bad = cli(tmp_path, "run", "--exit-when-idle", env={"INGESTER_WINDOW__MAX_BATCH_FILES": "zero"}, check=False)
+    assert bad.returncode == 2 and "max_batch_files" in bad.stderr and "Traceback" not in bad.stderr
+    missing = cli(tmp_path, "publish", str(tmp_path / "nope.parquet"), check=False)
+    assert missing.returncode == 2 and "nope.parquet" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_sigterm_drains_open_batches_and_exits_zero(tmp_path: Path) -> None:
+    home, src = tmp_path / "home", tmp_path / "src"
+    proc = daemon(home, env={"INGESTER_WINDOW__MAX_BATCH_AGE_S": "3600"})
+    files = [str(write_parquet(src, {"id": [i]})) for i in range(5)]
+    cli(home, "publish", *files, "--table", "t")
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert tables(home)["default.t"]["rows"] == 5 and tables(home)["default.t"]["snapshots"] == 1
+
+
+def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    home, src = tmp_path / "home", tmp_path / "src"
+    rng = random.Random(3)
+    env = {"INGESTER_WINDOW__MAX_BATCH_FILES": "3", "INGESTER_WINDOW__MAX_BATCH_AGE_S": "0.2"}
+    n = 0
+    for cycle in range(6):
+        batch = []
+        for _ in range(12):
+            batch.append(str(write_parquet(src, {"id": pa.array([n, n + 1], pa.int64())})))
+            n += 2
+        cli(home, "publish", *batch, "--table", f"k{cycle % 2}")
+        proc = daemon(home, env=env)
+        time.sleep(rng.uniform(0.8, 3.0))
+        proc.kill()
+        proc.wait()
+    assert cli(home, "run", "--exit-when-idle", env=env).returncode == 0
+    cat = catalog(home)
+    ids = sorted(
+        i for name in ("k0", "k1") for i in cat.load_table(("default", name)).scan().to_arrow().column("id").to_pylist()
+    )
+    assert ids == list(range(n))
+
+
+def test_demo_prints_the_tables(tmp_path: Path) -> None:
+    out = subprocess.run([INGESTER, "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "INGESTER_HOME": str(tmp_path / "h")})
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines() if line.startswith("default.")}
+    assert lines["default.customers"][0] == "500" and lines["default.orders"][0] == "2000"
+    assert lines["default.page_views"][0] == "10000" and int(lines["default.orders__items"][0]) > 2000
