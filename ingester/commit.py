@@ -1,10 +1,10 @@
 """A closed batch -> exactly one Iceberg snapshot (append, replace or merge), idempotently.
 
-``SnapshotCommitter.read`` loads the batch's files (per-file failures are set aside as
-rejected, never failing the batch); ``apply`` refreshes the table, drops what the markers
-say is already committed, evolves the schema and makes the single commit. ``apply`` is
-safe to call again after any failure: it re-reads the markers first. Both block: run them
-in worker threads.
+``SnapshotCommitter.read`` opens the batch's files (footers only; per-file failures are set
+aside as rejected, never failing the batch); ``apply`` refreshes the table, drops what the
+markers say is already committed, evolves the schema and makes the single commit, streaming
+the data in bounded chunks. ``apply`` is safe to call again after any failure: it re-reads
+the markers first and re-reads the (replayable) files. Both block: run them in threads.
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, 
 from pyiceberg.table import Table, Transaction
 
 from ingester import markers as mk
+from ingester.chunks import DEFAULT_CHUNK_BYTES, BadFile, SourceFile
 from ingester.errors import TerminalError
 from ingester.events import FileEvent, WriteDisposition
-from ingester.merge import merge_into, replace_all
 from ingester.partitioning import spec_for
-from ingester.schema import cast_to, evolution, normalize_schema, table_arrow_schema, to_iceberg
+from ingester.schema import evolution, normalize_schema, table_arrow_schema, to_iceberg
 from ingester.sources.base import Position
 from ingester.storage import FileReader
-from ingester.window import Batch, Pending, TableRef
+from ingester.window import Batch, TableRef
+from ingester.writers import append, merge_into, replace_all
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +46,11 @@ class Rejected:
 
 
 @dataclass(frozen=True, slots=True)
-class LoadedFile:
-    item: Pending
-    data: pa.Table
-
-
-@dataclass(frozen=True, slots=True)
 class LoadedBatch:
-    """A batch with its files read into memory: replayable input for ``apply``."""
+    """A batch with its readable files identified: replayable input for ``apply``."""
 
     batch: Batch
-    files: tuple[LoadedFile, ...]
+    files: tuple[SourceFile, ...]
     rejected: tuple[Rejected, ...] = ()
 
 
@@ -67,6 +62,7 @@ class CommitResult:
     files: int = 0
     duplicates: int = 0
     rejected: tuple[Rejected, ...] = field(default=())
+    zero_copy: bool = False
 
 
 class SnapshotCommitter:
@@ -81,27 +77,38 @@ class SnapshotCommitter:
         group: str | None = None,
         strict_casting: bool = False,
         merge_batch_size: int = 500_000,
+        zero_copy: bool = True,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         self.catalog = catalog
         self.reader = reader
         self.group = group
         self.strict = strict_casting
         self.merge_batch_size = merge_batch_size
+        self.zero_copy = zero_copy
+        self.chunk_bytes = chunk_bytes
         self._markers = mk.MarkerCache()
         self._lock = threading.Lock()
 
     def read(self, batch: Batch) -> LoadedBatch:
-        """Read every file of the batch; unreadable or refused files become ``rejected``."""
+        """Open every file of the batch; unreadable or refused files become ``rejected``."""
         files, rejected = [], []
         for item in batch.items:
+            ev = item.event
             try:
-                data = self.reader.read(item.event)
-                data = data.cast(normalize_schema(data.schema, item.event.columns))
-                files.append(LoadedFile(item, data))
+                pf = self.reader.open(ev)
+                raw = pf.schema_arrow
+                files.append(
+                    SourceFile(
+                        item, normalize_schema(raw, ev.columns), raw, pf.metadata.num_rows,
+                        open=lambda ev=ev: self.reader.open(ev),  # type: ignore[misc]
+                        open_raw=lambda ev=ev: self.reader.open_raw(ev),  # type: ignore[misc]
+                    )
+                )
             except TerminalError as exc:
-                rejected.append(Rejected(item.event, item.position, str(exc)))
+                rejected.append(Rejected(ev, item.position, str(exc)))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                rejected.append(Rejected(item.event, item.position, f"{item.event.describe()}: {exc}"))
+                rejected.append(Rejected(ev, item.position, f"{ev.describe()}: {exc}"))
         return LoadedBatch(batch, tuple(files), tuple(rejected))
 
     def commit(self, batch: Batch) -> CommitResult:
@@ -110,61 +117,45 @@ class SnapshotCommitter:
 
     def apply(self, loaded: LoadedBatch) -> CommitResult:
         """Make the one snapshot for ``loaded``; returns what landed. Idempotent."""
-        batch = loaded.batch
+        ref = loaded.batch.table
         rejected = list(loaded.rejected)
         if not loaded.files:
-            return CommitResult(batch.table, None, rejected=tuple(rejected))
-        table = self._table(batch.table, loaded.files)
-        key = str(batch.table)
-        state = self._markers.read(key, table)
-        todo = [f for f in loaded.files if not self._is_duplicate(f.item, state)]
+            return CommitResult(ref, None, rejected=tuple(rejected))
+        table = self._table(ref, loaded.files)
+        state = self._markers.read(str(ref), table)
+        todo = [f for f in loaded.files if not self._is_duplicate(f, state)]
         duplicates = len(loaded.files) - len(todo)
-        if not todo:
-            return CommitResult(batch.table, None, duplicates=duplicates, rejected=tuple(rejected))
         todo = self._evolve(table, todo, rejected)
-        if not todo:
-            return CommitResult(batch.table, None, duplicates=duplicates, rejected=tuple(rejected))
-        target = table_arrow_schema(table.schema())
-        kept, tables = [], []
-        for f in todo:
+        while todo:
+            props = self._properties(loaded.batch, todo, state)
+            target = table_arrow_schema(table.schema())
             try:
-                tables.append(cast_to(f.data, target, f.item.event.describe(), self.strict))
-                kept.append(f)
-            except TerminalError as exc:
-                rejected.append(Rejected(f.item.event, f.item.position, str(exc)))
-        if not tables:
-            return CommitResult(batch.table, None, duplicates=duplicates, rejected=tuple(rejected))
-        data = pa.concat_tables(tables)
-        props = self._properties(batch, kept, state)
-        with table.transaction() as tx:
-            self._write(tx, table, batch, data, props, state)
-        snap = table.current_snapshot()
-        log.info("committed %s: %d rows, %d files, snapshot %s", key, data.num_rows, len(kept), snap and snap.snapshot_id)
-        return CommitResult(
-            batch.table,
-            snap.snapshot_id if snap else None,
-            rows=data.num_rows,
-            files=len(kept),
-            duplicates=duplicates,
-            rejected=tuple(rejected),
-        )
+                with table.transaction() as tx:
+                    rows, zero = self._write(tx, table, loaded.batch, todo, target, props, state)
+            except BadFile as bad:
+                rejected.append(Rejected(bad.file.item.event, bad.file.item.position, str(bad)))
+                todo = [f for f in todo if f is not bad.file]
+                table.refresh()
+                continue
+            snap = table.current_snapshot()
+            log.info("committed %s: %d rows from %d files, snapshot %s", ref, rows, len(todo), snap and snap.snapshot_id)
+            return CommitResult(ref, snap.snapshot_id if snap else None, rows, len(todo), duplicates, tuple(rejected), zero)
+        return CommitResult(ref, None, duplicates=duplicates, rejected=tuple(rejected))
 
-    def _is_duplicate(self, item: Pending, state: mk.TableMarkers) -> bool:
-        ev, pos = item.event, item.position
+    def _is_duplicate(self, f: SourceFile, state: mk.TableMarkers) -> bool:
+        ev, pos = f.item.event, f.item.position
         if ev.event_id is not None and ev.event_id in state.event_ids:
             return True
         return pos is not None and self.group is not None and state.committed_offset(self.group, pos.partition) >= pos.offset
 
-    def _table(self, ref: TableRef, files: Sequence[LoadedFile]) -> Table:
+    def _table(self, ref: TableRef, files: Sequence[SourceFile]) -> Table:
         ident = (ref.namespace, ref.name)
         try:
             table = self.catalog.load_table(ident)
-            table.refresh()
             return table
         except NoSuchTableError:
             pass
-        first = files[0]
-        schema = to_iceberg(first.data.schema)
+        schema = to_iceberg(files[0].schema)
         columns = {k: v for f in files for k, v in f.item.event.columns.items()}
         spec = spec_for(schema, columns, str(ref))
         with self._lock:
@@ -177,12 +168,12 @@ class SnapshotCommitter:
         except TableAlreadyExistsError:
             return self.catalog.load_table(ident)
 
-    def _evolve(self, table: Table, files: list[LoadedFile], rejected: list[Rejected]) -> list[LoadedFile]:
+    def _evolve(self, table: Table, files: list[SourceFile], rejected: list[Rejected]) -> list[SourceFile]:
         """Add new columns / promote types for all files in one schema update."""
         kept, changes = [], []
         for f in files:
             try:
-                change = evolution(table.schema(), f.data.schema, f.item.event.describe(), self.strict)
+                change = evolution(table.schema(), f.schema, f.describe(), self.strict)
             except TerminalError as exc:
                 rejected.append(Rejected(f.item.event, f.item.position, str(exc)))
                 continue
@@ -196,7 +187,7 @@ class SnapshotCommitter:
             log.info("evolved schema of %s: %s", table.name(), ", ".join(merged.names))
         return kept
 
-    def _properties(self, batch: Batch, files: list[LoadedFile], state: mk.TableMarkers) -> dict[str, str]:
+    def _properties(self, batch: Batch, files: list[SourceFile], state: mk.TableMarkers) -> dict[str, str]:
         new_offsets: dict[str, int] = {}
         for f in files:
             if f.item.position is not None:
@@ -212,18 +203,21 @@ class SnapshotCommitter:
         return props
 
     def _write(
-        self, tx: Transaction, table: Table, batch: Batch, data: pa.Table, props: dict[str, str], state: mk.TableMarkers
-    ) -> None:
+        self, tx: Transaction, table: Table, batch: Batch, files: list[SourceFile], target: pa.Schema,
+        props: dict[str, str], state: mk.TableMarkers,
+    ) -> tuple[int, bool]:
+        """Fill the transaction's one snapshot; returns (rows written, zero-copy used)."""
         disposition = batch.disposition
         load_id = batch.items[0].event.load_id
         if disposition is WriteDisposition.REPLACE and load_id in state.replace_load_ids:
             disposition = WriteDisposition.APPEND  # a later window of the same replace load
         if disposition is WriteDisposition.APPEND:
-            tx.append(data, snapshot_properties=props)
-        elif disposition is WriteDisposition.REPLACE:
+            return append(tx, table, files, target, props, strict=self.strict, chunk_bytes=self.chunk_bytes,
+                          zero_copy=self.zero_copy, batch_id=batch.batch_id)
+        if disposition is WriteDisposition.REPLACE:
             if load_id:
                 props[mk.REPLACE_LOAD_ID] = load_id
-            replace_all(tx, table, data, props)
-        else:
-            first = batch.items[0].event
-            merge_into(tx, table, data, props, first, self.merge_batch_size)
+            return replace_all(tx, table, files, target, props, strict=self.strict, chunk_bytes=self.chunk_bytes), False
+        rows = merge_into(tx, table, files, target, props, files[0].item.event, strict=self.strict,
+                          chunk_bytes=self.chunk_bytes, chunk_rows=self.merge_batch_size)
+        return rows, False

@@ -3,11 +3,17 @@
 Backpressure: admission is refused when in-flight bytes would pass the budget; then the
 source is paused, the largest open window is flushed, and the loop keeps polling (a Kafka
 consumer stays in its group) until commits free room. Acks follow commits, never precede.
+
+Test-only fault hook: ``INGESTER_TEST_CRASH=before-commit:<n>`` (or ``after-commit:<n>``)
+SIGKILLs the process when a batch is about to be committed (or was just committed, before
+its ack) while ``n`` snapshots are committed; crash tests use it to hit a point exactly.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Collection
@@ -20,7 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from ingester.commit import CommitResult, SnapshotCommitter
 from ingester.deadletter import DeadLetter, DeadLetterSink
 from ingester.events import InvalidEvent, decode_event, encode_event
-from ingester.metrics import Heartbeat, Metrics
+from ingester.metrics import Heartbeat, Metrics, ReportsLag
 from ingester.retry import RetryPolicy
 from ingester.routing import Router
 from ingester.sources.base import Message, OffsetTracker, Source
@@ -29,6 +35,13 @@ from ingester.window import Batch, BatchLimits, InflightBudget, Pending, TableRe
 log = logging.getLogger(__name__)
 
 WORKER_QUEUE_BATCHES = 4
+CRASH_ENV = "INGESTER_TEST_CRASH"
+
+
+def _crash_point(point: str, snapshots: int) -> None:
+    """The test-only fault hook (see the module docstring)."""
+    if os.environ.get(CRASH_ENV) == f"{point}:{snapshots}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +101,9 @@ class Engine:
         self._ack_lock = anyio.Lock()
         self._paused = False
         self._running = False
+        self._revocations = 0
+        self._revoked_at: dict[str, int] = {}
+        self._lag_of = source.lag if isinstance(source, ReportsLag) else None
         self._counts = {"events": 0, "rows": 0, "snapshots": 0, "duplicates": 0, "dead_letters": 0, "retries": 0, "pauses": 0}
 
     # ----------------------------------------------------------------- public
@@ -130,10 +146,7 @@ class Engine:
             self.heartbeat.beat()
             polled = 0
             if not self._held:
-                messages = await self.source.poll(self._poll_max, self._poll_timeout)
-                polled = len(messages)
-                for m in messages:
-                    self._held.append((m, *await self._decode(m)))
+                polled = await self._poll(self._poll_timeout)
             await self._admit_held()
             if self.tracker.committable():  # dead letters move the watermark without a commit
                 await self._ack()
@@ -151,6 +164,22 @@ class Engine:
                     self._dispatch_nowait()
                 elif self.budget.used == 0 and self.tracker.pending() == 0 and await self.source.is_idle():
                     return
+
+    async def _poll(self, timeout_s: float) -> int:
+        """Poll and decode into ``_held``; returns the number of messages polled.
+
+        A revoke callback can run while a dead letter is written here: the rest of the
+        messages of the revoked partitions are dropped (not tracked), their new owner reads
+        them again. Admitting them would commit past the held ones the revoke dropped.
+        """
+        messages = await self.source.poll(self._poll_max, timeout_s)
+        revocations = self._revocations
+        for m in messages:
+            if self._revoked_at.get(m.position.partition, 0) <= revocations:
+                self._held.append((m, *await self._decode(m)))
+        if self._lag_of is not None:
+            self.metrics.set_lag(self._lag_of())
+        return len(messages)
 
     async def _decode(self, m: Message) -> tuple[Pending | None, TableRef | None]:
         """Track (in read order), decode and route; invalid messages go to the dead letters."""
@@ -194,8 +223,7 @@ class Engine:
         with anyio.move_on_after(self._poll_timeout):
             await self._progress.wait()
         self._progress = anyio.Event()
-        for m in await self.source.poll(self._poll_max, 0.001):  # keeps a consumer alive; [] while paused
-            self._held.append((m, *await self._decode(m)))
+        await self._poll(0.001)  # keeps a consumer in its group; nothing comes while paused
 
     def _dispatch_nowait(self) -> None:
         while self._outbox:
@@ -218,8 +246,11 @@ class Engine:
 
     async def _on_revoke(self, partitions: Collection[str]) -> None:
         """Before partitions go to another member: commit everything admitted and ack it."""
+        self._revocations += 1
+        self._revoked_at.update(dict.fromkeys(partitions, self._revocations))
         self._held = deque(h for h in self._held if h[0].position.partition not in partitions)
-        await self._flush_all()  # then wait until everything admitted is committed
+        if self._running:  # after run() the workers are gone and everything is committed
+            await self._flush_all()  # then wait until everything admitted is committed
         while self.budget.used:
             with anyio.move_on_after(1.0):
                 await self._progress.wait()
@@ -243,12 +274,14 @@ class Engine:
         loaded = await self.retry.run(
             lambda: anyio.to_thread.run_sync(self.committer.read, batch), what=f"read {batch.table}", on_retry=retried
         )
+        _crash_point("before-commit", self._counts["snapshots"])
         result: CommitResult = await self.retry.run(
             lambda: anyio.to_thread.run_sync(self.committer.apply, loaded), what=f"commit {batch.table}", on_retry=retried
         )
         for r in result.rejected:
             await self._dead_letter(DeadLetter(r.reason, encode_event(r.event), r.position, str(batch.table)), kind="rejected_file")
         self._record(batch, result, time.monotonic() - started)
+        _crash_point("after-commit", self._counts["snapshots"])
         self.budget.release(batch.byte_size)
         self.metrics.inflight_bytes.set(self.budget.used)
         self.tracker.done(batch.positions)

@@ -5,7 +5,6 @@ A location outside ``allowed_prefixes`` is refused before anything is opened.
 
 from __future__ import annotations
 
-import io
 import posixpath
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,19 +53,37 @@ class FileReader:
             raise LocationRefused(f"location {location!r} is outside the allowed prefixes")
         return loc
 
+    def open_raw(self, event: FileEvent) -> pa.NativeFile:
+        """Random-access bytes of the event's file, after the allow-list check."""
+        if event.data is not None:
+            return pa.BufferReader(event.data)
+        assert event.location is not None
+        try:
+            loc = self.check(event.location)
+        except LocationRefused as exc:
+            raise LocationRefused(f"{event.table}: {exc}") from None
+        try:
+            if loc.startswith("s3://"):
+                if self._s3 is None:
+                    raise UnreadableFile(f"{event.describe()}: no S3 store is configured")
+                return self._s3.open_input_file(loc[5:])
+            return pa.memory_map(urlparse(loc).path)
+        except FileNotFoundError:
+            raise UnreadableFile(f"{event.describe()}: file not found") from None
+        except IsADirectoryError:
+            raise UnreadableFile(f"{event.describe()}: is a directory") from None
+        except PermissionError:
+            raise UnreadableFile(f"{event.describe()}: permission denied") from None
+        except OSError as exc:
+            if "NoSuchKey" in str(exc) or "does not exist" in str(exc) or "Path does not exist" in str(exc):
+                raise UnreadableFile(f"{event.describe()}: file not found") from None
+            raise
+
     def open(self, event: FileEvent) -> pq.ParquetFile:
         """Parquet file of the event; ``UnreadableFile`` / ``LocationRefused`` on bad input."""
-        if event.data is not None:
-            source: object = pa.BufferReader(event.data)
-        else:
-            assert event.location is not None
-            try:
-                loc = self.check(event.location)
-            except LocationRefused as exc:
-                raise LocationRefused(f"{event.table}: {exc}") from None
-            source = self._open_stream(loc, event)
+        source = self.open_raw(event)
         try:
-            return pq.ParquetFile(source)  # type: ignore[arg-type]
+            return pq.ParquetFile(source)
         except (pa.ArrowInvalid, OSError) as exc:
             raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None
 
@@ -76,20 +93,6 @@ class FileReader:
             return pf.read()
         except (pa.ArrowInvalid, OSError) as exc:
             raise UnreadableFile(f"{event.describe()}: corrupt parquet data: {exc}") from None
-
-    def _open_stream(self, loc: str, event: FileEvent) -> object:
-        try:
-            if loc.startswith("s3://"):
-                if self._s3 is None:
-                    raise UnreadableFile(f"{event.describe()}: no S3 store is configured")
-                return io.BytesIO(self._s3.open_input_file(loc[5:]).readall())
-            return pa.memory_map(urlparse(loc).path)
-        except FileNotFoundError:
-            raise UnreadableFile(f"{event.describe()}: file not found") from None
-        except IsADirectoryError:
-            raise UnreadableFile(f"{event.describe()}: is a directory") from None
-        except PermissionError:
-            raise UnreadableFile(f"{event.describe()}: permission denied") from None
 
 
 def s3_filesystem(endpoint: str | None, key: str | None, secret: str | None, region: str | None) -> pafs.S3FileSystem:

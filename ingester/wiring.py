@@ -38,6 +38,7 @@ def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
         group=group,
         strict_casting=settings.commit.strict_casting,
         merge_batch_size=settings.commit.merge_batch_size,
+        zero_copy=settings.commit.zero_copy,
     )
 
 

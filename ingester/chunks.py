@@ -1,0 +1,78 @@
+"""Streaming a batch's files as bounded arrow chunks cast to the table schema.
+
+Files are read record batch by record batch and grouped into chunks of at most
+``chunk_bytes`` of arrow memory: a batch of any size is written with bounded memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ingester.errors import TerminalError
+from ingester.schema import cast_to, normalize_schema
+from ingester.window import Pending
+
+READ_BATCH_ROWS = 65_536
+DEFAULT_CHUNK_BYTES = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A readable file of a batch: its event, normalised schema, rows and a way to open it."""
+
+    item: Pending
+    schema: pa.Schema
+    raw_schema: pa.Schema
+    rows: int
+    open: Callable[[], pq.ParquetFile]
+    open_raw: Callable[[], pa.NativeFile]
+
+    def describe(self) -> str:
+        return self.item.event.describe()
+
+
+class BadFile(Exception):
+    """A file failed while streaming (cast or decode): drop it and write the batch again."""
+
+    def __init__(self, file: SourceFile, reason: str) -> None:
+        super().__init__(reason)
+        self.file = file
+
+
+def file_batches(
+    files: Sequence[SourceFile], target: pa.Schema, strict: bool, columns: Sequence[str] | None = None
+) -> Iterator[tuple[int, pa.Table]]:
+    """(global row index of the first row, cast table) per record batch, in file order."""
+    start = 0
+    wanted = pa.schema([target.field(c) for c in columns]) if columns is not None else target
+    for f in files:
+        try:
+            pf = f.open()
+            read_cols = [c for c in (columns or f.raw_schema.names) if c in f.raw_schema.names]
+            for rb in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=read_cols):
+                table = pa.Table.from_batches([rb])
+                table = table.cast(normalize_schema(table.schema, f.item.event.columns))
+                yield start, cast_to(table, wanted, f.describe(), strict)
+                start += rb.num_rows
+        except TerminalError as exc:
+            raise BadFile(f, str(exc)) from None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
+
+
+def chunked(batches: Iterator[pa.Table], chunk_bytes: int) -> Iterator[pa.Table]:
+    """Group tables into chunks of about ``chunk_bytes`` (never holding more than that + one)."""
+    pending: list[pa.Table] = []
+    size = 0
+    for t in batches:
+        pending.append(t)
+        size += t.nbytes
+        if size >= chunk_bytes:
+            yield pa.concat_tables(pending)
+            pending, size = [], 0
+    if pending:
+        yield pa.concat_tables(pending)

@@ -1,0 +1,379 @@
+"""The dlt job client: one snapshot per table per load through ``SnapshotCommitter``.
+
+The way dlt's filesystem/Iceberg client does it, restart-safe: every parquet job finishes at
+once without committing (``FinalizedLoadJobWithFollowupJobs``); when all jobs of a table
+chain are done, ``create_table_chain_completed_followup_jobs`` writes one reference job per
+table listing its files (kept in the load package); that follow-up job makes the single
+commit. The commit carries one event id per file (load id + table + file name) in the
+snapshot summary, so a load resumed after a crash at any moment never commits a file twice.
+
+dlt's own tables are Iceberg tables too. Their names start with ``_``, which catalogs with
+S3 Tables naming rules refuse, so every table name is stored without its leading
+underscores (``_dlt_loads`` -> ``dlt_loads``); views and dlt keep the dlt names.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dlt.common.destination import DestinationCapabilitiesContext
+from dlt.common.destination.client import (
+    FollowupJobRequest,
+    JobClientBase,
+    LoadJob,
+    PreparedTableSchema,
+    RunnableLoadJob,
+    StateInfo,
+    StorageSchemaInfo,
+    WithStateSync,
+)
+from dlt.common.destination.exceptions import DestinationTerminalException, DestinationUndefinedEntity
+from dlt.common.schema import Schema, TSchemaTables
+from dlt.common.schema.typing import C_DLT_LOAD_ID, C_DLT_LOADS_TABLE_LOAD_ID
+from dlt.common.storages import FileStorage
+from dlt.common.storages.load_package import LoadJobInfo, ParsedLoadJobFileName
+from dlt.destinations.job_impl import FinalizedLoadJobWithFollowupJobs, ReferenceFollowupJobRequest
+from dlt.destinations.sql_client import SqlClientBase, WithSqlClient
+from dlt.destinations.utils import verify_schema_merge_disposition
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo
+from pyiceberg.table import Table
+
+from ingester.commit import CommitResult, SnapshotCommitter
+from ingester.dlt.configuration import IcebergClientConfiguration
+from ingester.errors import TerminalError
+from ingester.events import FileEvent
+from ingester.publish import event_id, file_event, table_hints
+from ingester.storage import FileReader
+from ingester.window import Batch, Pending, TableRef
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def iceberg_table_name(name: str) -> str:
+    """The Iceberg name of dlt table ``name``: leading underscores dropped (``_dlt_loads`` ->
+    ``dlt_loads``), since S3 Tables style catalogs refuse them."""
+    return name.lstrip("_") or name
+
+
+class IcebergCommitJob(RunnableLoadJob):
+    """The follow-up job of one table: commits all files the reference lists, once."""
+
+    def run(self) -> None:
+        paths = ReferenceFollowupJobRequest.resolve_references(self._file_path)
+        client = self._job_client
+        assert isinstance(client, IcebergJobClient)
+        package = Path(self._file_path).resolve().parent.parent  # <package>/started_jobs/<job>
+        client.commit_files(self._load_table, [Path(p) for p in paths if p], self._load_id, package)
+
+
+class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
+    """Job client of ``iceberg`` / ``iceberg_rest``. Holds no global state: every instance opens
+    its own catalog connection lazily."""
+
+    def __init__(
+        self, schema: Schema, config: IcebergClientConfiguration, capabilities: DestinationCapabilitiesContext
+    ) -> None:
+        super().__init__(schema, config, capabilities)
+        self.config: IcebergClientConfiguration = config
+        self.namespace = config.namespace_for(schema)
+        self.dataset_name = self.namespace
+        self._catalog: Catalog | None = None
+        self._sql_client: SqlClientBase[Any] | None = None
+        self._tables_with_jobs: set[str] = set()
+
+    # ------------------------------------------------------------------ catalog
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = load_catalog(self.config.resolved_catalog_name(), **self.config.catalog_props())
+        return self._catalog
+
+    def table_ref(self, table_name: str) -> TableRef:
+        return TableRef(self.namespace, iceberg_table_name(table_name))
+
+    def load_table(self, table_name: str) -> Table:
+        """The Iceberg table of dlt table ``table_name``; raises ``DestinationUndefinedEntity``."""
+        ref = self.table_ref(table_name)
+        try:
+            return self.catalog.load_table((ref.namespace, ref.name))
+        except (NoSuchTableError, NoSuchNamespaceError) as exc:
+            raise DestinationUndefinedEntity(str(ref)) from exc
+
+    def _committer(self, package: Path | None = None) -> SnapshotCommitter:
+        return SnapshotCommitter(
+            self.catalog,
+            FileReader([str(package)] if package else []),
+            strict_casting=self.config.strict_casting,
+            merge_batch_size=self.config.merge_batch_size,
+        )
+
+    def _retried(self, fn: Callable[[], T], what: str) -> T:
+        """Run blocking ``fn`` under the configured retry policy (transient errors only)."""
+        policy = self.config.retry_policy()
+
+        async def attempt() -> T:
+            return fn()
+
+        async def main() -> T:
+            return await policy.run(attempt, what=what)
+
+        return anyio.run(main)
+
+    def _commit(self, committer: SnapshotCommitter, batch: Batch) -> CommitResult:
+        """Read, then apply with retries. A file the committer sets aside (unreadable, schema
+        conflict) fails the dlt job terminally; an unreadable one before anything is committed."""
+        try:
+            loaded = self._retried(lambda: committer.read(batch), f"read {batch.table}")
+            if loaded.rejected:
+                raise TerminalError("; ".join(r.reason for r in loaded.rejected))
+            result = self._retried(lambda: committer.apply(loaded), f"commit {batch.table}")
+            if result.rejected:
+                raise TerminalError("; ".join(r.reason for r in result.rejected))
+        except TerminalError as exc:
+            raise DestinationTerminalException(str(exc)) from exc
+        return result
+
+    def commit_files(self, table: PreparedTableSchema, paths: Sequence[Path], load_id: str, package: Path) -> CommitResult:
+        """One idempotent snapshot for ``paths`` (parquet files of ``table`` in load package
+        ``package``). Blocks; retries transient errors; raises ``DestinationTerminalException``."""
+        name = table["name"]
+        hints = table_hints(dict(table))
+        events = [file_event(p, name, load_id=load_id, namespace=self.namespace, **hints) for p in paths]
+        batch = Batch(self.table_ref(name), tuple(Pending(e) for e in events))
+        result = self._commit(self._committer(package), batch)
+        log.info("%s: load %s: %d rows from %d files (%d already committed)", batch.table, load_id, result.rows, result.files, result.duplicates)
+        return result
+
+    def _append_rows(self, table_name: str, rows: list[dict[str, Any]], arrow_schema: pa.Schema, marker: str) -> CommitResult:
+        """Append ``rows`` to a dlt system table, once per ``marker`` (an idempotent commit)."""
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema), buf)
+        data = buf.getvalue()
+        event = FileEvent(
+            table=table_name,
+            namespace=self.namespace,
+            data=data,
+            row_count=len(rows),
+            byte_size=len(data),
+            event_id=event_id(None, table_name, marker, 0),
+        )
+        return self._commit(self._committer(), Batch(self.table_ref(table_name), (Pending(event),)))
+
+    def _scan(self, table_name: str, row_filter: BooleanExpression = AlwaysTrue()) -> list[dict[str, Any]]:
+        table = self.load_table(table_name)
+        return table.scan(row_filter=row_filter).to_arrow().to_pylist()
+
+    def _column(self, name: str) -> str:
+        return self.schema.naming.normalize_identifier(name)
+
+    # --------------------------------------------------------------- storage
+    def initialize_storage(self, truncate_tables: Iterable[str] | None = None) -> None:
+        """Create the namespace; empty the jobless tables of replace chains (tables with jobs
+        are replaced atomically by their follow-up job)."""
+        try:
+            self.catalog.create_namespace(self.namespace)
+        except NamespaceAlreadyExistsError:
+            pass
+        for name in truncate_tables or ():
+            if name not in self._tables_with_jobs:
+                self._truncate(name)
+
+    def _truncate(self, table_name: str) -> None:
+        try:
+            table = self.load_table(table_name)
+        except DestinationUndefinedEntity:
+            return
+        if table.current_snapshot() is not None:
+            log.info("truncating %s (replace without rows in this load)", self.table_ref(table_name))
+            self._retried(lambda: table.refresh().delete(AlwaysTrue()), f"truncate {table_name}")
+
+    def is_storage_initialized(self) -> bool:
+        try:
+            self.catalog.load_namespace_properties(self.namespace)
+        except NoSuchNamespaceError:
+            return False
+        return True
+
+    def drop_storage(self) -> None:
+        if not self.is_storage_initialized():
+            return
+        for ident in self.catalog.list_tables(self.namespace):
+            self.catalog.drop_table(ident)
+        self.catalog.drop_namespace(self.namespace)
+
+    def drop_tables(self, *tables: str, delete_schema: bool = True) -> None:
+        """Drop the Iceberg tables of ``tables``; with ``delete_schema`` also this schema's
+        stored versions (so they are not restored)."""
+        for name in tables:
+            ref = self.table_ref(name)
+            try:
+                self.catalog.drop_table((ref.namespace, ref.name))
+            except NoSuchTableError:
+                pass
+        if delete_schema:
+            try:
+                table = self.load_table(self.schema.version_table_name)
+            except DestinationUndefinedEntity:
+                return
+            table.delete(EqualTo(self._column("schema_name"), self.schema.name))
+
+    # ---------------------------------------------------------------- schema
+    def verify_schema(
+        self, only_tables: Iterable[str] | None = None, new_jobs: Iterable[ParsedLoadJobFileName] | None = None
+    ) -> list[PreparedTableSchema]:
+        self._tables_with_jobs = {job.table_name for job in new_jobs or ()}
+        loaded = super().verify_schema(only_tables, new_jobs)
+        if exceptions := verify_schema_merge_disposition(self.schema, loaded, self.capabilities, warnings=True):
+            for exc in exceptions:
+                log.error("%s", exc)
+            raise exceptions[0]
+        return loaded
+
+    def update_stored_schema(
+        self, only_tables: Iterable[str] | None = None, expected_update: TSchemaTables | None = None, force: bool = False
+    ) -> TSchemaTables | None:
+        """Iceberg tables are created and evolved by their commits; here the dlt schema is
+        stored (once per version hash) so a fresh machine can restore it."""
+        applied = super().update_stored_schema(only_tables, expected_update, force)
+        if self.get_stored_schema_by_hash(self.schema.stored_version_hash) is None:
+            self._store_schema()
+        return applied
+
+    def _store_schema(self) -> None:
+        schema = self.schema
+        row = {
+            self._column("version_hash"): schema.stored_version_hash,
+            self._column("schema_name"): schema.name,
+            self._column("version"): schema.version,
+            self._column("engine_version"): schema.ENGINE_VERSION,
+            self._column("inserted_at"): datetime.now(timezone.utc),
+            self._column("schema"): json.dumps(schema.to_dict()),
+        }
+        arrow_schema = pa.schema(
+            [
+                (self._column("version_hash"), pa.string()),
+                (self._column("schema_name"), pa.string()),
+                (self._column("version"), pa.int64()),
+                (self._column("engine_version"), pa.int64()),
+                (self._column("inserted_at"), pa.timestamp("us", tz="UTC")),
+                (self._column("schema"), pa.string()),
+            ]
+        )
+        self._append_rows(schema.version_table_name, [row], arrow_schema, f"{schema.name}:{schema.stored_version_hash}")
+
+    def _schema_info(self, rows: list[dict[str, Any]]) -> StorageSchemaInfo | None:
+        if not rows:
+            return None
+        inserted_at = self._column("inserted_at")
+        row = max(rows, key=lambda r: r[inserted_at])
+        return StorageSchemaInfo.from_normalized_mapping(row, self.schema.naming)
+
+    def get_stored_schema(self, schema_name: str | None = None) -> StorageSchemaInfo | None:
+        row_filter = EqualTo(self._column("schema_name"), schema_name) if schema_name else AlwaysTrue()
+        try:
+            return self._schema_info(self._scan(self.schema.version_table_name, row_filter))
+        except DestinationUndefinedEntity:
+            return None
+
+    def get_stored_schema_by_hash(self, version_hash: str) -> StorageSchemaInfo | None:
+        try:
+            return self._schema_info(self._scan(self.schema.version_table_name, EqualTo(self._column("version_hash"), version_hash)))
+        except DestinationUndefinedEntity:
+            return None
+
+    def get_stored_state(self, pipeline_name: str) -> StateInfo | None:
+        """Newest state of ``pipeline_name`` from a completed load; raises
+        ``DestinationUndefinedEntity`` when the tables do not exist yet."""
+        loads = self._scan(self.schema.loads_table_name, EqualTo(self._column("status"), 0))
+        completed = {r[self._column(C_DLT_LOADS_TABLE_LOAD_ID)] for r in loads}
+        states = self._scan(self.schema.state_table_name, EqualTo(self._column("pipeline_name"), pipeline_name))
+        c_load_id = self._column(C_DLT_LOAD_ID)
+        states = [s for s in states if s[c_load_id] in completed]
+        if not states:
+            return None
+        newest = max(states, key=lambda s: s[c_load_id])
+        return StateInfo.from_normalized_mapping(newest, self.schema.naming)
+
+    # ------------------------------------------------------------------ jobs
+    def create_load_job(self, table: PreparedTableSchema, file_path: str, load_id: str, restore: bool = False) -> LoadJob:
+        if ReferenceFollowupJobRequest.is_reference_job(file_path):
+            return IcebergCommitJob(file_path)
+        return FinalizedLoadJobWithFollowupJobs(file_path)
+
+    def should_truncate_table_before_load(self, table_name: str) -> bool:
+        return bool(self.prepare_load_table(table_name)["write_disposition"] == "replace")
+
+    def create_table_chain_completed_followup_jobs(
+        self, table_chain: Sequence[PreparedTableSchema], completed_table_chain_jobs: Sequence[LoadJobInfo] | None = None
+    ) -> list[FollowupJobRequest]:
+        """One reference job per table of the chain that has files in this load."""
+        jobs = super().create_table_chain_completed_followup_jobs(table_chain, completed_table_chain_jobs)
+        for table in table_chain:
+            paths = [
+                job.file_path
+                for job in completed_table_chain_jobs or ()
+                if job.job_file_info.table_name == table["name"] and job.job_file_info.file_format == "parquet"
+            ]
+            if paths:
+                jobs.append(ReferenceFollowupJobRequest(FileStorage.get_file_name_from_file_path(paths[0]), paths))
+        return jobs
+
+    def complete_load(self, load_id: str) -> None:
+        """Record the load in ``_dlt_loads`` (idempotent: a resumed completion adds nothing)."""
+        row = {
+            self._column(C_DLT_LOADS_TABLE_LOAD_ID): load_id,
+            self._column("schema_name"): self.schema.name,
+            self._column("status"): 0,
+            self._column("inserted_at"): datetime.now(timezone.utc),
+            self._column("schema_version_hash"): self.schema.version_hash,
+        }
+        arrow_schema = pa.schema(
+            [
+                (self._column(C_DLT_LOADS_TABLE_LOAD_ID), pa.string()),
+                (self._column("schema_name"), pa.string()),
+                (self._column("status"), pa.int64()),
+                (self._column("inserted_at"), pa.timestamp("us", tz="UTC")),
+                (self._column("schema_version_hash"), pa.string()),
+            ]
+        )
+        self._append_rows(self.schema.loads_table_name, [row], arrow_schema, f"{self.schema.name}:{load_id}")
+
+    # ------------------------------------------------------------ sql access
+    @property
+    def sql_client_class(self) -> type[SqlClientBase[Any]]:
+        from ingester.dlt.sql_client import IcebergSqlClient
+
+        return IcebergSqlClient
+
+    @property
+    def sql_client(self) -> SqlClientBase[Any]:
+        if self._sql_client is None:
+            from ingester.dlt.sql_client import IcebergSqlClient
+
+            self._sql_client = IcebergSqlClient(self, self.dataset_name)
+        return self._sql_client
+
+    @sql_client.setter
+    def sql_client(self, client: SqlClientBase[Any]) -> None:
+        self._sql_client = client
+
+    def __enter__(self) -> IcebergJobClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None) -> None:
+        pass
+
+

@@ -1,0 +1,339 @@
+"""Kafka (aiokafka): the daemon's source, the producer side, and a dead-letter topic.
+
+``KafkaSource`` is a consumer-group member with manual offset commits only: the engine
+acks an offset after the snapshot that covers it is in Iceberg, so after a crash Kafka
+redelivers from the last ack and the snapshot markers drop what was already committed.
+Partitions are named ``"{topic}/{partition}"``; ``commit`` takes the next offset to read.
+Backpressure pauses every assigned partition while ``poll`` keeps calling ``getmany``, so
+the member never leaves its group. Before partitions are taken away the registered revoke
+callbacks run (the engine commits and acks there).
+
+``KafkaEventQueue`` is a blocking producer for sync code (``ingester publish``, the dlt
+sink); ``KafkaDeadLetters`` writes dead letters to a topic. Both use acks=all and no
+idempotent producer (Tansu and some other brokers lack InitProducerId); ordering per table
+comes from the key. ``kafka_options`` from the settings go to the consumer as given, and to
+producers for the options a producer accepts (connection, security, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import threading
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
+
+from ingester.deadletter import DeadLetter
+from ingester.settings import SourceSettings
+from ingester.sources.base import Message, Position, RevokeCallback
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_REBALANCE_TIMEOUT_MS = 60_000
+"""How long the group waits for members to rejoin; the revoke flush + ack must fit in it."""
+HEARTBEATS_PER_SESSION = 3
+DEFAULT_PRODUCE_TIMEOUT_S = 60.0
+_FORCED_PRODUCER_OPTIONS = {"acks": "all", "enable_idempotence": False}
+
+
+def partition_name(tp: TopicPartition) -> str:
+    return f"{tp.topic}/{tp.partition}"
+
+
+def topic_partition(name: str) -> TopicPartition:
+    """Inverse of ``partition_name`` (topic names cannot contain ``/``)."""
+    topic, _, partition = name.rpartition("/")
+    return TopicPartition(topic, int(partition))
+
+
+def consumer_options(settings: SourceSettings) -> dict[str, Any]:
+    """aiokafka consumer kwargs: our defaults, overridden by ``kafka_options``."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(100, settings.session_timeout_ms // HEARTBEATS_PER_SESSION),
+        "rebalance_timeout_ms": DEFAULT_REBALANCE_TIMEOUT_MS,
+        **settings.kafka_options,
+        "group_id": settings.group_id,
+    }
+
+
+def producer_options(settings: SourceSettings) -> dict[str, Any]:
+    """aiokafka producer kwargs: the ``kafka_options`` a producer accepts, acks=all, not idempotent."""
+    accepted = inspect.signature(AIOKafkaProducer).parameters
+    shared = {k: v for k, v in settings.kafka_options.items() if k in accepted}
+    return {"bootstrap_servers": settings.bootstrap_servers, **shared, **_FORCED_PRODUCER_OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSourceStats:
+    assigned: tuple[str, ...]
+    paused: bool
+    assignments: int
+    revocations: int
+    lag: Mapping[str, int]
+
+
+class KafkaSource:
+    """``Source`` over a Kafka consumer group (topics, or a topic pattern when given).
+
+    The consumer is created and joins its group on the first ``poll`` (inside the event loop
+    that runs the engine). ``poll`` waits longer than ``timeout_s`` while the group is
+    rebalancing: aiokafka returns no records until the new assignment is known.
+    """
+
+    def __init__(
+        self,
+        options: Mapping[str, Any],
+        *,
+        topics: Sequence[str] = (),
+        topic_pattern: str | None = None,
+        consumer_factory: Callable[..., AIOKafkaConsumer] = AIOKafkaConsumer,
+    ) -> None:
+        if not topics and not topic_pattern:
+            raise ValueError("a Kafka source needs topics or a topic pattern")
+        if options.get("enable_auto_commit"):
+            raise ValueError("enable_auto_commit cannot be on: offsets are committed only after the "
+                             "snapshot that covers them")
+        self.group: str = options["group_id"]
+        self._options = {**options, "enable_auto_commit": False}
+        self._topics = tuple(topics)
+        self._pattern = topic_pattern
+        self._factory = consumer_factory
+        self._consumer: AIOKafkaConsumer | None = None
+        self._starting = asyncio.Lock()
+        self._callbacks: list[RevokeCallback] = []
+        self._paused = False
+        self._lag: dict[str, int] = {}
+        self._assignments = 0
+        self._revocations = 0
+
+    @classmethod
+    def from_settings(cls, settings: SourceSettings) -> KafkaSource:
+        """``topic_pattern`` wins over ``topics`` when both are set."""
+        pattern = settings.topic_pattern
+        return cls(consumer_options(settings), topics=() if pattern else settings.topics, topic_pattern=pattern)
+
+    async def _started(self) -> AIOKafkaConsumer:
+        async with self._starting:
+            if self._consumer is None:
+                consumer = self._factory(**self._options)
+                consumer.subscribe(topics=self._topics, pattern=self._pattern, listener=_Rebalance(self))
+                await consumer.start()
+                self._consumer = consumer
+                log.info("kafka consumer started: group %s, %s", self.group, self._pattern or ", ".join(self._topics))
+        return self._consumer
+
+    async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        """Records of the assigned, unpaused partitions, in offset order per partition.
+
+        A record without a value is delivered as an empty payload (it becomes a dead letter).
+        """
+        consumer = await self._started()
+        fetched = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        messages = [
+            Message(record.value or b"", Position(partition_name(tp), record.offset))
+            for tp, records in fetched.items()
+            for record in records
+        ]
+        await self._measure_lag(consumer)
+        return messages
+
+    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        lag = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:  # known from a fetch response, so the position is valid too
+                lag[partition_name(tp)] = max(0, highwater - await consumer.position(tp))
+        self._lag = lag
+
+    def lag(self) -> dict[str, int]:
+        """Messages behind the end, per assigned partition whose end is known (last poll)."""
+        return dict(self._lag)
+
+    def pause(self) -> None:
+        """Pause every assigned partition, and those assigned later, until ``resume``."""
+        self._paused = True
+        if self._consumer is not None:
+            self._consumer.pause(*self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._consumer is not None:
+            self._consumer.resume(*self._consumer.assignment())
+
+    async def commit(self, offsets: Mapping[str, int]) -> None:
+        """Commit the next offsets to read. Partitions no longer assigned are left to their new
+        owner (what this member committed to Iceberg for them is in the markers). Raises
+        aiokafka's ``CommitFailedError`` if the group rebalanced meanwhile."""
+        if self._consumer is None:
+            return
+        assigned = self._consumer.assignment()
+        mine = {tp: offset for name, offset in offsets.items() if (tp := topic_partition(name)) in assigned}
+        if len(mine) < len(offsets):
+            log.debug("not committing offsets of partitions no longer assigned: %s",
+                      sorted(set(offsets) - {partition_name(tp) for tp in mine}))
+        if mine:
+            await self._consumer.commit(mine)
+
+    def on_revoke(self, callback: RevokeCallback) -> None:
+        self._callbacks.append(callback)
+
+    async def is_idle(self) -> bool:
+        """True when every assigned partition is read up to its end. False while no partition
+        is assigned (joining the group, or more members than partitions)."""
+        consumer = await self._started()
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return False
+        try:
+            ends = await consumer.end_offsets(assigned)
+            return all(await consumer.position(tp) >= ends[tp] for tp in assigned)
+        except IllegalStateError:  # a rebalance took a partition meanwhile
+            return False
+
+    async def aclose(self) -> None:
+        """Stop the consumer and leave the group (no commit here: the engine acked). Idempotent."""
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    def statistics(self) -> KafkaSourceStats:
+        assigned = self._consumer.assignment() if self._consumer is not None else frozenset()
+        return KafkaSourceStats(
+            assigned=tuple(sorted(partition_name(tp) for tp in assigned)),
+            paused=self._paused,
+            assignments=self._assignments,
+            revocations=self._revocations,
+            lag=self.lag(),
+        )
+
+    async def _revoked(self, revoked: Collection[TopicPartition]) -> None:
+        if not revoked:
+            return
+        self._revocations += 1
+        self._lag = {}
+        names = sorted(partition_name(tp) for tp in revoked)
+        log.info("partitions revoked: %s", ", ".join(names))
+        for callback in self._callbacks:  # aiokafka logs a failure; the new owner replays what was not acked
+            await callback(names)
+
+    def _assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self._assignments += 1
+        log.info("partitions assigned: %s", ", ".join(sorted(partition_name(tp) for tp in assigned)) or "none")
+        if self._paused and self._consumer is not None:
+            self._consumer.pause(*assigned)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._source._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self._source._assigned(assigned)
+
+
+class KafkaEventQueue:
+    """Blocking producer of one topic, for sync code. Runs aiokafka on a private event loop
+    in a daemon thread; ``put_many`` returns once every message is acked by all replicas.
+    Thread-safe. Raises aiokafka's ``KafkaError`` (or ``TimeoutError``) on failure."""
+
+    def __init__(self, options: Mapping[str, Any], topic: str, *, timeout_s: float = DEFAULT_PRODUCE_TIMEOUT_S) -> None:
+        self.topic = topic
+        self._timeout_s = timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"kafka-producer-{topic}", daemon=True)
+        self._thread.start()
+        try:
+            self._producer = self._call(self._start(dict(options)))
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @classmethod
+    def from_settings(cls, settings: SourceSettings) -> KafkaEventQueue:
+        """Produces to the first of ``settings.topics``."""
+        return cls(producer_options(settings), settings.topics[0])
+
+    @staticmethod
+    async def _start(options: dict[str, Any]) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(**options)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._timeout_s)
+
+    def put_many(self, payloads: Sequence[bytes], keys: Sequence[bytes] | None = None) -> int:
+        """Send ``payloads`` (with ``keys``: same key, same partition, in order); returns the count."""
+        if keys is not None and len(keys) != len(payloads):
+            raise ValueError(f"{len(payloads)} payloads but {len(keys)} keys")
+        return self._call(self._send(payloads, keys or [None] * len(payloads)))
+
+    async def _send(self, payloads: Sequence[bytes], keys: Sequence[bytes | None]) -> int:
+        delivered = [await self._producer.send(self.topic, payload, key=key) for payload, key in zip(payloads, keys)]
+        await asyncio.gather(*delivered)
+        return len(delivered)
+
+    def close(self) -> None:
+        """Flush, stop the producer and its thread. Idempotent."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._call(self._producer.stop())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+class KafkaDeadLetters:
+    """``DeadLetterSink`` on a topic: value = the dead letter JSON (reason, partition, offset,
+    original payload), key = the source partition. Connects on the first letter."""
+
+    def __init__(self, options: Mapping[str, Any], topic: str) -> None:
+        self.topic = topic
+        self._options = dict(options)
+        self._queue: KafkaEventQueue | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: SourceSettings, topic: str) -> KafkaDeadLetters:
+        return cls(producer_options(settings), topic)
+
+    async def put(self, letter: DeadLetter) -> None:
+        """Returns once the letter is acked by the broker."""
+        value = json.dumps(letter.to_json()).encode()
+        key = letter.position.partition.encode() if letter.position else None
+        await anyio.to_thread.run_sync(self._send, value, key)
+
+    def _send(self, value: bytes, key: bytes | None) -> None:
+        with self._lock:
+            if self._queue is None:
+                self._queue = KafkaEventQueue(self._options, self.topic)
+        self._queue.put_many([value], [key] if key is not None else None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._queue is not None:
+                self._queue.close()
+                self._queue = None

@@ -1,0 +1,194 @@
+"""Append, replace and merge: each fills exactly one snapshot producer of a transaction.
+
+Replace and merge are copy-on-write OVERWRITE snapshots holding data files only (no
+equality or position deletes), so upstream pyiceberg and DuckDB read the result. Merge
+rewrites only the data files holding a matching key (pruned by the key range first), one
+file at a time; incoming rows stream in bounded chunks. Append of files whose schema fits
+the table is zero-copy: the parquet bytes are copied into the table and registered as-is.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.update.snapshot import _SnapshotProducer
+
+from ingester.chunks import SourceFile, chunked, file_batches
+from ingester.events import FileEvent
+
+_ROW = "__ingester_row"
+COPY_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+class DataFileWriter:
+    """Writes arrow chunks as data files into one producer (unique names across calls)."""
+
+    def __init__(self, tx: Transaction, table: Table, producer: _SnapshotProducer) -> None:  # type: ignore[type-arg]
+        self._tx, self._table, self._producer = tx, table, producer
+        self._counter = itertools.count(0)
+        self.rows = 0
+
+    def write(self, chunks: Iterable[pa.Table]) -> None:
+        for df in chunks:
+            if not df.num_rows:
+                continue
+            self.rows += df.num_rows
+            for data_file in _dataframe_to_data_files(
+                table_metadata=self._tx.table_metadata, df=df, io=self._table.io,
+                write_uuid=self._producer.commit_uuid, counter=self._counter,
+            ):
+                self._producer.append_data_file(data_file)
+
+
+def fits_as_is(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> bool:
+    """True when every file can be registered without rewriting (zero-copy)."""
+    if not table.spec().is_unpartitioned():
+        return False
+    for f in files:
+        if f.item.event.data is not None:
+            return False
+        for field in f.raw_schema:
+            if field.name not in target.names or (field.metadata and b"PARQUET:field_id" in field.metadata):
+                return False
+            want = target.field(field.name).type
+            if not (field.type.equals(want) or (pa.types.is_large_string(field.type) and pa.types.is_string(want))):
+                return False
+    return True
+
+
+def copy_into_table(table: Table, files: Sequence[SourceFile], batch_id: str) -> list[str]:
+    """Copy the files' bytes under the table's data folder; returns the new locations.
+
+    Names derive from the batch id, so a retried commit overwrites its own copies."""
+    paths = []
+    for i, f in enumerate(files):
+        dest = f"{table.location().rstrip('/')}/data/ingester-{batch_id}-{i:05d}.parquet"
+        with f.open_raw() as src, table.io.new_output(dest).create(overwrite=True) as out:
+            while block := src.read(COPY_BLOCK_BYTES):
+                out.write(block)
+        paths.append(dest)
+    return paths
+
+
+def append(
+    tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
+    *, strict: bool, chunk_bytes: int, zero_copy: bool, batch_id: str,
+) -> tuple[int, bool]:
+    """Returns (rows, whether the files were registered zero-copy)."""
+    if zero_copy and fits_as_is(files, target, table):
+        paths = copy_into_table(table, files, batch_id)
+        tx.add_files(paths, snapshot_properties=props, check_duplicate_files=False)
+        return sum(f.rows for f in files), True
+    with tx.update_snapshot(snapshot_properties=props).fast_append() as producer:
+        writer = DataFileWriter(tx, table, producer)
+        writer.write(chunked((t for _, t in file_batches(files, target, strict)), chunk_bytes))
+    return writer.rows, False
+
+
+def replace_all(
+    tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
+    *, strict: bool, chunk_bytes: int,
+) -> int:
+    """Atomically swap every data file of the table for the batch (history is kept)."""
+    with tx.update_snapshot(snapshot_properties=props).overwrite() as producer:
+        if table.current_snapshot() is not None:
+            for task in table.scan().plan_files():
+                producer.delete_data_file(task.file)
+        writer = DataFileWriter(tx, table, producer)
+        writer.write(chunked((t for _, t in file_batches(files, target, strict)), chunk_bytes))
+    return writer.rows
+
+
+def _hard_delete_columns(event: FileEvent, target: pa.Schema) -> list[str]:
+    return [n for n, h in event.columns.items() if h.get("hard_delete") and n in target.names]
+
+
+def _flags(keys: pa.Table, columns: Sequence[str]) -> pa.ChunkedArray | pa.Array:
+    """True for rows flagged by a dlt ``hard_delete`` column (true, or non-null)."""
+    mask: pa.ChunkedArray | pa.Array = pa.array([False] * keys.num_rows, pa.bool_())
+    for name in columns:
+        col = keys.column(name)
+        flag = pc.fill_null(col, False) if pa.types.is_boolean(col.type) else pc.is_valid(col)
+        mask = pc.or_(mask, flag)
+    return mask
+
+
+def _key_range(keys: pa.Table) -> BooleanExpression:
+    """Prune candidate files by the min/max of a single key column."""
+    if keys.num_columns != 1 or keys.num_rows == 0:
+        return AlwaysTrue()
+    col = keys.column(0)
+    if not (pa.types.is_integer(col.type) or pa.types.is_string(col.type) or pa.types.is_date(col.type)):
+        return AlwaysTrue()
+    bounds = pc.min_max(col)
+    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    if lo is None:
+        return AlwaysTrue()
+    name = keys.column_names[0]
+    return And(GreaterThanOrEqual(name, lo), LessThanOrEqual(name, hi))
+
+
+def _without_keys(existing: pa.Table, keys: pa.Table, names: list[str], chunk_rows: int) -> pa.Table:
+    """Rows of ``existing`` whose key is not in ``keys`` (anti-join, keys in chunks)."""
+    remaining = existing
+    for start in range(0, keys.num_rows, chunk_rows):
+        probe = remaining.select(names).append_column(_ROW, pa.array(range(remaining.num_rows), pa.int64()))
+        keep = probe.join(keys.slice(start, chunk_rows), names, join_type="left anti").column(_ROW)
+        remaining = remaining.take(pc.take(keep, pc.sort_indices(keep)))
+    return remaining
+
+
+def _winners(
+    files: Sequence[SourceFile], target: pa.Schema, names: list[str], hard: list[str], dedupe: bool, strict: bool
+) -> tuple[pa.Table, pa.Array]:
+    """Distinct keys of the batch, and the global row ids to insert (last row per key wins,
+    rows flagged for hard delete are not inserted). Reads only key and flag columns."""
+    parts = [
+        t.append_column(_ROW, pa.array(range(s, s + t.num_rows), pa.int64()))
+        for s, t in file_batches(files, target, strict, columns=[*names, *hard])
+    ]
+    if not parts:
+        return pa.table({n: pa.array([], target.field(n).type) for n in names}), pa.array([], pa.int64())
+    keys = pa.concat_tables(parts)
+    if dedupe:
+        last = keys.group_by(names, use_threads=False).aggregate([(_ROW, "max")]).column(f"{_ROW}_max")
+        keys = keys.filter(pc.is_in(keys.column(_ROW), value_set=last))
+    inserts = keys.filter(pc.invert(_flags(keys, hard))) if hard else keys
+    distinct = keys.select(names).group_by(names, use_threads=False).aggregate([])
+    return distinct, inserts.column(_ROW).combine_chunks()
+
+
+def merge_into(
+    tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
+    event: FileEvent, *, strict: bool, chunk_bytes: int, chunk_rows: int,
+) -> int:
+    """Upsert by primary key (last row per key wins) or delete-insert by merge key; rows
+    flagged by a ``hard_delete`` column delete their key and are not inserted."""
+    names = list(event.primary_key or event.merge_key)
+    hard = _hard_delete_columns(event, target)
+    keys, insert_rows = _winners(files, target, names, hard, bool(event.primary_key), strict)
+    with tx.update_snapshot(snapshot_properties=props).overwrite() as producer:
+        writer = DataFileWriter(tx, table, producer)
+        if table.current_snapshot() is not None and keys.num_rows:
+            reader = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue(), case_sensitive=True)
+            for task in table.scan(row_filter=_key_range(keys)).plan_files():
+                existing = reader.to_table([task])
+                remaining = _without_keys(existing, keys, names, chunk_rows)
+                if remaining.num_rows != existing.num_rows:
+                    producer.delete_data_file(task.file)
+                    writer.write([remaining])
+        rewritten = writer.rows
+        writer.write(chunked(_select_rows(file_batches(files, target, strict), insert_rows), chunk_bytes))
+    return writer.rows - rewritten
+
+
+def _select_rows(batches: Iterator[tuple[int, pa.Table]], rows: pa.Array) -> Iterator[pa.Table]:
+    for start, t in batches:
+        ids = pa.array(range(start, start + t.num_rows), pa.int64())
+        yield t.filter(pc.is_in(ids, value_set=rows))

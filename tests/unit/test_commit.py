@@ -1,0 +1,67 @@
+"""SnapshotCommitter on the embedded SQLite catalog: zero-copy vs rewrite, bounded chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from ingester.catalog import open_catalog
+from ingester.commit import SnapshotCommitter
+from ingester.events import FileEvent
+from ingester.settings import CatalogSettings
+from ingester.sources.base import Position
+from ingester.storage import FileReader
+from ingester.window import Batch, Pending, TableRef
+from tests.support import write_parquet
+
+
+@pytest.fixture
+def committer(tmp_path: Path) -> SnapshotCommitter:
+    return SnapshotCommitter(open_catalog(CatalogSettings(), tmp_path / "home"), FileReader([tmp_path.as_uri()]),
+                             group="g", chunk_bytes=1024)
+
+
+def batch(paths: list[Path], table: str = "t") -> Batch:
+    return Batch(TableRef("ns", table), tuple(
+        Pending(FileEvent(table, location=str(p), byte_size=p.stat().st_size), Position("p", i)) for i, p in enumerate(paths)
+    ))
+
+
+def test_files_that_fit_are_registered_without_rewrite(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    files = [write_parquet(tmp_path / "in", {"id": pa.array([i, i + 100], pa.int64()), "s": ["a", "b"]}) for i in range(3)]
+    first = committer.commit(batch(files))
+    assert first.zero_copy and first.rows == 6
+    table = committer.catalog.load_table(("ns", "t"))
+    data_files = [t.file.file_path for t in table.scan().plan_files()]
+    assert len(data_files) == 3 and all("/data/ingester-" in p and str(tmp_path / "in") not in p for p in data_files)
+    for f in files:
+        f.unlink()  # the table owns its copies
+    assert sorted(table.scan().to_arrow().column("id").to_pylist()) == [0, 1, 2, 100, 101, 102]
+
+
+def test_files_that_do_not_fit_are_rewritten_in_bounded_chunks(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    committer.commit(batch([write_parquet(tmp_path / "in", {"id": pa.array([0], pa.int64())})]))
+    narrow = [write_parquet(tmp_path / "in", {"id": pa.array(range(i * 1000, i * 1000 + 1000), pa.int32())}) for i in range(1, 4)]
+    second = committer.commit(Batch(TableRef("ns", "t"), tuple(
+        Pending(FileEvent("t", location=str(p), byte_size=1), Position("p", 10 + i)) for i, p in enumerate(narrow)
+    )))
+    assert not second.zero_copy and second.rows == 3000
+    table = committer.catalog.load_table(("ns", "t"))
+    assert table.scan().to_arrow().num_rows == 3001
+    assert len(table.metadata.snapshots) == 2
+    added = table.current_snapshot().summary.additional_properties["added-data-files"]
+    assert int(added) >= 3  # 1 KiB chunks: several data files, never the whole batch at once
+
+
+def test_a_file_that_fails_mid_stream_is_rejected_and_the_rest_commits(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    committer.commit(batch([write_parquet(tmp_path / "in", {"id": pa.array([0], pa.int64())})], "c"))
+    good = write_parquet(tmp_path / "in", {"id": pa.array([1], pa.int64())})
+    bad = write_parquet(tmp_path / "in", {"id": ["7", "x"]})
+    result = committer.commit(Batch(TableRef("ns", "c"), (
+        Pending(FileEvent("c", location=str(good)), Position("p", 5)),
+        Pending(FileEvent("c", location=str(bad)), Position("p", 6)),
+    )))
+    assert result.rows == 1 and len(result.rejected) == 1 and "column 'id'" in result.rejected[0].reason
+    assert sorted(committer.catalog.load_table(("ns", "c")).scan().to_arrow().column("id").to_pylist()) == [0, 1]
