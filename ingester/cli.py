@@ -111,23 +111,25 @@ async def _run_engine(settings: Settings, exit_when_idle: bool) -> Any:
     server = None
     if settings.metrics.port:
         server = serve(engine.metrics, settings.metrics.host, settings.metrics.port, engine.heartbeat.alive, lambda: engine.ready)
-    async with anyio.create_task_group() as tg:
+    try:
+        async with anyio.create_task_group() as tg:
 
-        async def watch_signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info("signal %s: draining open batches", signal.Signals(signum).name)
-                    engine.stop()
-                    return
+            async def watch_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        log.info("signal %s: draining open batches", signal.Signals(signum).name)
+                        engine.stop()
+                        return
 
-        tg.start_soon(watch_signals)
-        try:
-            return await engine.run(exit_when_idle=exit_when_idle)
-        finally:
-            tg.cancel_scope.cancel()
-            await engine.source.aclose()
-            if server is not None:
-                server.shutdown()
+            tg.start_soon(watch_signals)
+            try:
+                return await engine.run(exit_when_idle=exit_when_idle)
+            finally:
+                tg.cancel_scope.cancel()
+    finally:  # outside the cancelled scope: an await there would be cancelled and eat the result
+        await engine.source.aclose()
+        if server is not None:
+            server.shutdown()
 
 
 @app.command("publish")

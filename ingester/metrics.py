@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
@@ -32,6 +32,22 @@ class Metrics:
         self.inflight_bytes = Gauge("ingester_inflight_bytes", "Bytes admitted, not yet committed", registry=r)
         self.paused = Gauge("ingester_source_paused", "1 while the source is paused (backpressure)", registry=r)
         self.lag = Gauge("ingester_partition_lag", "Messages behind the end of the partition", ["partition"], registry=r)
+        self._lag_partitions: set[str] = set()
+
+    def set_lag(self, lag: Mapping[str, int]) -> None:
+        """Lag of the partitions the source holds now; partitions it no longer reports are dropped."""
+        for gone in self._lag_partitions - lag.keys():
+            self.lag.remove(gone)
+        for partition, behind in lag.items():
+            self.lag.labels(partition).set(behind)
+        self._lag_partitions = set(lag)
+
+
+@runtime_checkable
+class ReportsLag(Protocol):
+    """A source that knows how far behind the end of each partition it reads (Kafka)."""
+
+    def lag(self) -> Mapping[str, int]: ...
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -97,8 +97,11 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
     # ------------------------------------------------------------------ catalog
     @property
     def catalog(self) -> Catalog:
+        """Opened on first use, with retries: a SQL catalog initialising its tables concurrently
+        with another writer fails transiently once."""
         if self._catalog is None:
-            self._catalog = load_catalog(self.config.resolved_catalog_name(), **self.config.catalog_props())
+            name, props = self.config.resolved_catalog_name(), self.config.catalog_props()
+            self._catalog = self._retried(lambda: load_catalog(name, **props), "open catalog")
         return self._catalog
 
     def table_ref(self, table_name: str) -> TableRef:

@@ -42,8 +42,8 @@ class IcebergClientConfiguration(DestinationClientDwhConfiguration):
     """pyiceberg catalog name; default: the daemon's (``ingester``)."""
     catalog_properties: Optional[Dict[str, Any]] = None
     """pyiceberg catalog properties (``type``, ``uri``, ``warehouse``, ``s3.*``, ...)."""
-    home: Optional[str] = None
-    """INGESTER_HOME override for the embedded catalog."""
+    ingester_home: Optional[str] = None
+    """INGESTER_HOME override for the embedded catalog (not ``home``: dlt would read $HOME)."""
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_backoff_base: float = DEFAULT_RETRY_BACKOFF_BASE
     merge_batch_size: int = DEFAULT_MERGE_BATCH_SIZE
@@ -51,7 +51,7 @@ class IcebergClientConfiguration(DestinationClientDwhConfiguration):
 
     def settings(self) -> Settings:
         """The daemon's settings (env ``INGESTER_*``, ``ingester.toml``), ``home`` applied."""
-        return Settings(home=Path(self.home)) if self.home else Settings()
+        return Settings(home=Path(self.ingester_home)) if self.ingester_home else Settings()
 
     def catalog_props(self) -> Dict[str, str]:
         """pyiceberg properties of the catalog. Holds secrets."""
@@ -140,7 +140,11 @@ class IcebergRestClientConfiguration(IcebergClientConfiguration):
         return catalog_properties(self.catalog_settings(), self.settings().home_dir)
 
     def resolved_catalog_name(self) -> str:
-        return self.catalog_name or "iceberg_rest"
+        """``catalog_name``; default ``iceberg_rest``, or the daemon's name for a SQL catalog
+        (SQL catalogs scope tables by name: ``ingester tables`` then lists them)."""
+        if self.catalog_name:
+            return self.catalog_name
+        return self.settings().catalog.name if self.catalog_uri.startswith(SQL_URI_PREFIXES) else "iceberg_rest"
 
     def data_location(self) -> str:
         return f"{self.catalog_uri.rstrip('/')}#{self.warehouse or ''}"

@@ -197,9 +197,10 @@ class KafkaSource:
             return False
         try:
             ends = await consumer.end_offsets(assigned)
-            return all(await consumer.position(tp) >= ends[tp] for tp in assigned)
+            positions = [await consumer.position(tp) for tp in assigned]
         except IllegalStateError:  # a rebalance took a partition meanwhile
             return False
+        return all(position >= ends[tp] for tp, position in zip(assigned, positions))
 
     async def aclose(self) -> None:
         """Stop the consumer and leave the group (no commit here: the engine acked). Idempotent."""

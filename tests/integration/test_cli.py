@@ -25,7 +25,9 @@ INGESTER = str(Path(sys.executable).parent / "ingester")
 
 def cli(home: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "INGESTER_HOME": str(home), **(env or {})}
-    return subprocess.run([INGESTER, *args], env=full_env, capture_output=True, text=True, check=check, timeout=300)
+    done = subprocess.run([INGESTER, *args], env=full_env, capture_output=True, text=True, timeout=300)
+    assert not check or done.returncode == 0, f"ingester {args[0]} failed: {done.stderr}"
+    return done
 
 
 def daemon(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

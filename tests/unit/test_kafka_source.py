@@ -1,0 +1,345 @@
+"""KafkaSource, KafkaEventQueue options and the engine's revoke path, on a fake aiokafka
+consumer (no broker). The real broker runs in tests/integration/test_kafka_daemon.py."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
+
+from ingester.deadletter import DeadLetter
+from ingester.engine import Engine
+from ingester.metrics import Metrics
+from ingester.retry import RetryPolicy
+from ingester.routing import Router
+from ingester.settings import RoutingSettings, Settings, SourceSettings
+from ingester.sources.kafka import (
+    KafkaSource,
+    consumer_options,
+    partition_name,
+    producer_options,
+    topic_partition,
+)
+from ingester.window import BatchLimits
+from ingester.wiring import build_committer
+from tests.support import event_for, write_parquet
+
+
+class Record:
+    def __init__(self, offset: int, value: bytes | None) -> None:
+        self.offset, self.value = offset, value
+
+
+class FakeConsumer:
+    """The part of ``AIOKafkaConsumer`` that ``KafkaSource`` uses, over in-memory logs."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.logs: dict[TopicPartition, list[bytes | None]] = {}
+        self.assigned: set[TopicPartition] = set()
+        self.paused_tps: set[TopicPartition] = set()
+        self.positions: dict[TopicPartition, int] = {}
+        self.fetched: set[TopicPartition] = set()
+        self.committed: dict[TopicPartition, int] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.listener: ConsumerRebalanceListener | None = None
+        self.subscription: tuple[tuple[str, ...], str | None] | None = None
+        self.started = self.stopped = False
+
+    def subscribe(self, topics: Sequence[str] = (), pattern: str | None = None,
+                  listener: ConsumerRebalanceListener | None = None) -> None:
+        self.subscription, self.listener = (tuple(topics), pattern), listener
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def rebalance(self, assignment: Collection[TopicPartition]) -> None:
+        """Eager rebalance: revoke all, then assign ``assignment`` from the committed offsets."""
+        assert self.listener is not None
+        await self.listener.on_partitions_revoked(frozenset(self.assigned))
+        self.assigned, self.paused_tps, self.fetched = set(assignment), set(), set()
+        self.positions = {tp: self.committed.get(tp, 0) for tp in self.assigned}
+        await self.listener.on_partitions_assigned(frozenset(self.assigned))
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+        out: dict[TopicPartition, list[Record]] = {}
+        budget = max_records or 10**9
+        for tp in sorted(self.assigned - self.paused_tps):
+            self.fetched.add(tp)
+            log, pos = self.logs.get(tp, []), self.positions[tp]
+            take = log[pos:pos + budget]
+            if take:
+                out[tp] = [Record(pos + i, v) for i, v in enumerate(take)]
+                self.positions[tp] = pos + len(take)
+                budget -= len(take)
+        if not out:
+            await anyio.sleep(min(timeout_ms, 5) / 1000)
+        return out
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset(self.assigned)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused_tps.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused_tps.difference_update(tps)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not set(offsets) <= self.assigned:
+            raise IllegalStateError("partition not assigned")
+        self.commits.append(dict(offsets))
+        self.committed.update(offsets)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return len(self.logs.get(tp, [])) if tp in self.fetched else None
+
+    async def position(self, tp: TopicPartition) -> int:
+        if tp not in self.assigned:
+            raise IllegalStateError("partition not assigned")
+        return self.positions[tp]
+
+    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.logs.get(tp, [])) for tp in tps}
+
+
+TP0, TP1 = TopicPartition("events", 0), TopicPartition("events", 1)
+
+
+def make_source(**settings: Any) -> tuple[KafkaSource, list[FakeConsumer]]:
+    made: list[FakeConsumer] = []
+
+    def factory(**options: Any) -> FakeConsumer:
+        made.append(FakeConsumer(**options))
+        return made[-1]
+
+    cfg = SourceSettings(kind="kafka", topics=["events"], **settings)
+    return KafkaSource(consumer_options(cfg), topics=cfg.topics, consumer_factory=factory), made
+
+
+async def joined(source: KafkaSource, made: list[FakeConsumer], *tps: TopicPartition) -> FakeConsumer:
+    await source.poll(10, 0.001)  # starts the consumer
+    await made[0].rebalance(tps)
+    return made[0]
+
+
+def test_partition_names_round_trip() -> None:
+    assert partition_name(TopicPartition("orders.v1", 7)) == "orders.v1/7"
+    assert topic_partition("orders.v1/7") == TopicPartition("orders.v1", 7)
+
+
+def test_consumer_options_commit_manually_and_pass_raw_options_through() -> None:
+    cfg = SourceSettings(kind="kafka", bootstrap_servers="k:1", group_id="g1", session_timeout_ms=6000,
+                         kafka_options={"fetch_max_bytes": 1024, "auto_offset_reset": "latest"})
+    source = KafkaSource.from_settings(cfg)
+    opts = source._options
+    assert opts["enable_auto_commit"] is False and opts["group_id"] == "g1" == source.group
+    assert opts["session_timeout_ms"] == 6000 and opts["heartbeat_interval_ms"] == 2000
+    assert opts["fetch_max_bytes"] == 1024 and opts["auto_offset_reset"] == "latest"
+    assert opts["bootstrap_servers"] == "k:1"
+    with pytest.raises(ValueError, match="enable_auto_commit cannot be on"):
+        KafkaSource.from_settings(cfg.model_copy(update={"kafka_options": {"enable_auto_commit": True}}))
+    with pytest.raises(ValueError, match="topics or a topic pattern"):
+        KafkaSource(consumer_options(cfg), topics=())
+
+
+def test_topic_pattern_wins_over_topics() -> None:
+    source = KafkaSource.from_settings(SourceSettings(kind="kafka", topics=["x"], topic_pattern="^events-.*"))
+    assert source._pattern == "^events-.*" and source._topics == ()
+
+
+def test_producer_options_keep_shared_options_only_and_acks_all_without_idempotence() -> None:
+    cfg = SourceSettings(kind="kafka", bootstrap_servers="k:1", kafka_options={
+        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "session_timeout_ms": 6000,
+        "acks": 1, "enable_idempotence": True})
+    opts = producer_options(cfg)
+    assert opts == {"bootstrap_servers": "k:1", "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                    "acks": "all", "enable_idempotence": False}
+
+
+def test_poll_starts_the_member_and_names_positions() -> None:
+    async def main() -> None:
+        source, made = make_source()
+        consumer = await joined(source, made, TP0, TP1)
+        assert consumer.started and consumer.subscription == (("events",), None)
+        assert consumer.options["enable_auto_commit"] is False
+        consumer.logs = {TP0: [b"a", b"b"], TP1: [None]}
+        messages = await source.poll(10, 0.01)
+        assert [(m.position.partition, m.position.offset, m.payload) for m in messages] == [
+            ("events/0", 0, b"a"), ("events/0", 1, b"b"), ("events/1", 0, b"")]
+        assert source.lag() == {"events/0": 0, "events/1": 0}
+        consumer.logs[TP0].append(b"c")
+        consumer.pause(TP0)
+        await source.poll(10, 0.001)
+        assert source.lag() == {"events/0": 1, "events/1": 0}
+
+    anyio.run(main)
+
+
+def test_pause_holds_every_partition_including_later_assignments() -> None:
+    async def main() -> None:
+        source, made = make_source()
+        consumer = await joined(source, made, TP0)
+        consumer.logs = {TP0: [b"a"], TP1: [b"b"]}
+        source.pause()
+        assert consumer.paused_tps == {TP0} and await source.poll(10, 0.001) == []
+        await consumer.rebalance([TP0, TP1])
+        assert consumer.paused_tps == {TP0, TP1} and await source.poll(10, 0.001) == []
+        assert source.statistics().paused
+        source.resume()
+        assert consumer.paused_tps == set()
+        assert sorted(m.payload for m in await source.poll(10, 0.001)) == [b"a", b"b"]
+
+    anyio.run(main)
+
+
+def test_commit_takes_next_offsets_of_assigned_partitions_only() -> None:
+    async def main() -> None:
+        source, made = make_source()
+        await source.commit({"events/0": 5})  # before the first poll: nothing to commit to
+        consumer = await joined(source, made, TP0)
+        await source.commit({"events/0": 3, "events/1": 9})
+        assert consumer.commits == [{TP0: 3}]
+        await source.commit({"events/1": 9})
+        assert consumer.commits == [{TP0: 3}]
+
+    anyio.run(main)
+
+
+def test_revoke_awaits_callbacks_with_partition_names_before_the_assignment_changes() -> None:
+    async def main() -> None:
+        source, made = make_source()
+        consumer = await joined(source, made, TP0, TP1)
+        seen: list[tuple[list[str], frozenset[TopicPartition]]] = []
+
+        async def callback(partitions: Collection[str]) -> None:
+            await anyio.sleep(0.01)
+            seen.append((sorted(partitions), consumer.assignment()))
+            await source.commit({p: 1 for p in partitions})
+
+        source.on_revoke(callback)
+        await consumer.rebalance([TP1])
+        assert seen == [(["events/0", "events/1"], frozenset({TP0, TP1}))]
+        assert consumer.committed == {TP0: 1, TP1: 1}
+        stats = source.statistics()
+        assert stats.assigned == ("events/1",) and stats.revocations == 1 and stats.assignments == 2
+
+    anyio.run(main)
+
+
+def test_is_idle_needs_an_assignment_and_no_lag() -> None:
+    async def main() -> None:
+        source, made = make_source()
+        assert not await source.is_idle()  # not in the group yet
+        consumer = await joined(source, made, TP0)
+        consumer.logs = {TP0: [b"a", b"b"]}
+        assert not await source.is_idle()
+        await source.poll(10, 0.001)
+        assert await source.is_idle()
+
+    anyio.run(main)
+
+
+def test_aclose_stops_the_consumer_once() -> None:
+    async def main() -> None:
+        source, made = make_source()
+        await source.aclose()  # never started
+        await joined(source, made, TP0)
+        await source.aclose()
+        await source.aclose()
+        assert made[0].stopped and len(made) == 1
+
+    anyio.run(main)
+
+
+# ------------------------------------------------------------- the engine on this source
+def engine_on(tmp_path: Path, source: KafkaSource, deadletters: Any, **limits: Any) -> Engine:
+    settings = Settings(home=tmp_path / "home")
+    lim = {"max_files": 1000, "max_rows": 10**9, "max_bytes": 10**12, "max_age_s": 60.0, **limits}
+    return Engine(source, build_committer(settings, source.group), deadletters, limits=BatchLimits(**lim),
+                  max_inflight_bytes=10**9, router=Router(RoutingSettings()), workers=2,
+                  retry=RetryPolicy(max_retries=2), poll_max_records=50, poll_timeout_s=0.01, metrics=Metrics())
+
+
+def rows(engine: Engine, table: str) -> list[int]:
+    return sorted(engine.committer.catalog.load_table(("default", table)).scan().to_arrow().column("id").to_pylist())
+
+
+def test_revocation_commits_and_acks_what_was_read_before_the_partitions_go(tmp_path: Path) -> None:
+    staging = tmp_path / "home" / "staging"
+    events = [event_for(write_parquet(staging, {"id": [i]}), "t") for i in range(10)]
+
+    async def main() -> None:
+        source, made = make_source()
+        consumer = await joined(source, made, TP0, TP1)
+        consumer.logs = {TP0: list(events[:5]), TP1: list(events[5:])}
+        engine = engine_on(tmp_path, source, MemoryLetters())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run)
+            with anyio.fail_after(10):
+                while engine.statistics().events < 10:  # all in the open window (max age 60 s)
+                    await anyio.sleep(0.01)
+            assert engine.statistics().snapshots == 0
+            await consumer.rebalance([TP1])
+            assert consumer.committed == {TP0: 5, TP1: 5}  # flushed, committed, acked in the callback
+            assert engine.statistics().snapshots == 1 and rows(engine, "t") == list(range(10))
+            assert engine.metrics.registry.get_sample_value("ingester_partition_lag", {"partition": "events/1"}) == 0
+            engine.stop()
+        assert engine.metrics.registry.get_sample_value("ingester_partition_lag", {"partition": "events/0"}) is None
+
+    anyio.run(main)
+
+
+class MemoryLetters:
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+
+    async def put(self, letter: DeadLetter) -> None:
+        self.letters.append(letter)
+
+
+class RebalancingLetters(MemoryLetters):
+    """Writing the first dead letter takes a while, and a rebalance happens meanwhile."""
+
+    def __init__(self, consumer: FakeConsumer, assignment: list[TopicPartition]) -> None:
+        super().__init__()
+        self.consumer, self.assignment = consumer, assignment
+
+    async def put(self, letter: DeadLetter) -> None:
+        if not self.letters:
+            await self.consumer.rebalance(self.assignment)
+        await super().put(letter)
+
+
+def test_messages_of_a_partition_revoked_during_a_dead_letter_write_are_not_admitted(tmp_path: Path) -> None:
+    """Offsets 0..2 are polled; the revoke runs while offset 1 (garbage) is dead-lettered. Offset 2
+    must not be committed by this member: offset 0 was dropped by the revoke, so committing 2 would
+    move the table's offset marker past 0 and its new owner would skip 0 as a duplicate."""
+    staging = tmp_path / "home" / "staging"
+    good = [event_for(write_parquet(staging, {"id": [i]}), "t") for i in range(2)]
+
+    async def main() -> None:
+        source, made = make_source()
+        consumer = await joined(source, made, TP0)
+        consumer.logs = {TP0: [good[0], b"garbage", good[1]]}
+        letters = RebalancingLetters(consumer, [])  # TP0 goes to another member
+        engine = engine_on(tmp_path, source, letters, max_files=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run)
+            with anyio.fail_after(10):
+                while not letters.letters:
+                    await anyio.sleep(0.01)
+            await anyio.sleep(0.2)
+            engine.stop()
+        assert engine.statistics().events == 0 and engine.statistics().snapshots == 0
+        assert consumer.commits == []  # the new owner starts at offset 0
+
+    anyio.run(main)
