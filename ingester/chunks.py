@@ -17,7 +17,7 @@ from ingester.schema import cast_to, normalize_schema
 from ingester.window import Pending
 
 READ_BATCH_ROWS = 65_536
-DEFAULT_CHUNK_BYTES = 128 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

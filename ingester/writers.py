@@ -10,12 +10,15 @@ the table is zero-copy: the parquet bytes are copied into the table and register
 from __future__ import annotations
 
 import itertools
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.update.snapshot import _SnapshotProducer
 
@@ -27,23 +30,41 @@ COPY_BLOCK_BYTES = 8 * 1024 * 1024
 
 
 class DataFileWriter:
-    """Writes arrow chunks as data files into one producer (unique names across calls)."""
+    """Writes arrow chunks as data files into one producer (unique names across calls).
 
-    def __init__(self, tx: Transaction, table: Table, producer: _SnapshotProducer) -> None:  # type: ignore[type-arg]
+    Encoding runs in a small thread pool while the caller reads the next chunk; at most
+    ``max_pending`` chunks wait, so memory stays bounded by (max_pending + 1) chunks.
+    """
+
+    def __init__(self, tx: Transaction, table: Table, producer: _SnapshotProducer, max_pending: int = 2) -> None:  # type: ignore[type-arg]
         self._tx, self._table, self._producer = tx, table, producer
         self._counter = itertools.count(0)
+        self._max_pending = max_pending
         self.rows = 0
 
+    def _encode(self, df: pa.Table, first: int) -> list[DataFile]:
+        return list(_dataframe_to_data_files(
+            table_metadata=self._tx.table_metadata, df=df, io=self._table.io,
+            write_uuid=self._producer.commit_uuid, counter=itertools.count(first),
+        ))
+
     def write(self, chunks: Iterable[pa.Table]) -> None:
-        for df in chunks:
-            if not df.num_rows:
-                continue
-            self.rows += df.num_rows
-            for data_file in _dataframe_to_data_files(
-                table_metadata=self._tx.table_metadata, df=df, io=self._table.io,
-                write_uuid=self._producer.commit_uuid, counter=self._counter,
-            ):
-                self._producer.append_data_file(data_file)
+        pending: deque[Future[list[DataFile]]] = deque()
+        with ThreadPoolExecutor(self._max_pending, thread_name_prefix="ingester-write") as pool:
+            for df in chunks:
+                if not df.num_rows:
+                    continue
+                self.rows += df.num_rows
+                # leave room in the file counter: a chunk becomes at most 1000 files
+                pending.append(pool.submit(self._encode, df, next(self._counter) * 1000))
+                while len(pending) >= self._max_pending:
+                    self._add(pending.popleft().result())
+            while pending:
+                self._add(pending.popleft().result())
+
+    def _add(self, files: list[DataFile]) -> None:
+        for data_file in files:
+            self._producer.append_data_file(data_file)
 
 
 def fits_as_is(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> bool:

@@ -1,0 +1,161 @@
+"""One benchmark case per process (so peak RSS is the case's own). Prints one JSON line.
+
+    python benchmarks/cases.py CASE --data DIR --rows N [options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def table_stats(table: Any) -> dict[str, Any]:
+    table.refresh()
+    return {"snapshots": len(table.metadata.snapshots), "data_files": len(list(table.scan().plan_files()))}
+
+
+def settings_for(home: Path, data_dir: Path, **overrides: Any) -> Any:
+    from ingester.settings import Settings
+
+    return Settings(home=home, storage={"allowed_prefixes": [data_dir.resolve().as_uri()]}, **overrides)
+
+
+def publish_files(settings: Any, files: list[Path], tables: int = 1) -> None:
+    from ingester.publish import file_event
+    from ingester.events import encode_event
+    from ingester.wiring import build_queue
+
+    queue = build_queue(settings)
+    payloads = [encode_event(file_event(p, f"events_{i % tables}")) for i, p in enumerate(files)]
+    queue.put_many(payloads, [f"events_{i % tables}".encode() for i in range(len(files))])
+    queue.close()
+
+
+def case_daemon(args: argparse.Namespace) -> dict[str, Any]:
+    """Events on the queue -> committed rows (engine run only is timed)."""
+    from ingester.wiring import build_engine
+
+    files = data.write_files(Path(args.data), args.rows, args.rows_per_file)
+    home = Path(tempfile.mkdtemp(prefix="bench-home-"))
+    source = {"kind": "kafka", "bootstrap_servers": args.kafka, "topics": [f"bench-{time.time_ns()}"],
+              "group_id": "bench", "session_timeout_ms": 6000} if args.kafka else {}
+    settings = settings_for(
+        home, Path(args.data), source=source,
+        window={"max_batch_files": args.max_files, "max_batch_age_s": args.age, "max_inflight_bytes": args.inflight_mb << 20,
+                "max_batch_bytes": args.batch_mb << 20},
+        commit={"zero_copy": not args.rewrite, "workers": 4},
+    )
+    publish_files(settings, files, args.tables)
+    engine = build_engine(settings)
+    started = time.perf_counter()
+    stats = anyio.run(lambda: engine.run(exit_when_idle=True))
+    seconds = time.perf_counter() - started
+    cat = engine.committer.catalog
+    snaps = files_ = 0
+    for i in range(args.tables):
+        st = table_stats(cat.load_table(("default", f"events_{i}")))
+        snaps, files_ = snaps + st["snapshots"], files_ + st["data_files"]
+    return {"rows": stats.rows, "seconds": seconds, "snapshots": snaps, "data_files": files_,
+            "bytes": sum(p.stat().st_size for p in files), "peak_rss_mb": peak_rss_mb()}
+
+
+def case_pyiceberg_append(args: argparse.Namespace) -> dict[str, Any]:
+    """The limit: one pyiceberg append of the same rows already in memory."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    files = data.write_files(Path(args.data), args.rows, args.rows_per_file)
+    df = pa.concat_tables(pq.read_table(p) for p in files)
+    home = Path(tempfile.mkdtemp(prefix="bench-pyiceberg-"))
+    cat = SqlCatalog("b", uri=f"sqlite:///{home}/c.db", warehouse=home.as_uri())
+    cat.create_namespace("default")
+    table = cat.create_table(("default", "events"), schema=df.schema)
+    started = time.perf_counter()
+    table.append(df)
+    seconds = time.perf_counter() - started
+    return {"rows": df.num_rows, "seconds": seconds, **table_stats(table),
+            "bytes": sum(p.stat().st_size for p in files), "peak_rss_mb": peak_rss_mb()}
+
+
+def case_latency(args: argparse.Namespace) -> dict[str, Any]:
+    """Steady publish rate; latency = snapshot commit time - publish time of each event."""
+    from ingester.events import encode_event
+    from ingester.publish import file_event
+    from ingester.wiring import build_engine, build_queue
+
+    files = data.write_files(Path(args.data), args.rows, args.rows_per_file)
+    home = Path(tempfile.mkdtemp(prefix="bench-lat-"))
+    settings = settings_for(home, Path(args.data), window={"max_batch_age_s": args.age})
+    engine = build_engine(settings)
+    published: dict[str, float] = {}
+
+    def producer() -> None:
+        queue = build_queue(settings)
+        interval = 1.0 / args.rate
+        next_at = time.time()
+        for i in range(int(args.rate * args.duration)):
+            ev = file_event(files[i % len(files)], "events")
+            ev = type(ev)(**{**{f: getattr(ev, f) for f in ev.__dataclass_fields__}, "event_id": f"e{i}"})
+            published[f"e{i}"] = time.time()
+            queue.put_many([encode_event(ev)])
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.time()))
+        queue.close()
+        time.sleep(args.age + 2)
+        engine.stop()
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    anyio.run(engine.run)
+    thread.join()
+    table = engine.committer.catalog.load_table(("default", "events"))
+    lat = []
+    for snap in table.metadata.snapshots:
+        ids = json.loads(snap.summary.additional_properties.get("ingester.event-ids", "[]"))
+        lat += [snap.timestamp_ms / 1000 - published[i] for i in ids]
+    lat.sort()
+    return {"events": len(lat), "p50_s": lat[len(lat) // 2], "p99_s": lat[int(len(lat) * 0.99) - 1],
+            "snapshots": len(table.metadata.snapshots), "peak_rss_mb": peak_rss_mb()}
+
+
+CASES = {"daemon": case_daemon, "pyiceberg_append": case_pyiceberg_append, "latency": case_latency}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("case", choices=sorted(CASES))
+    p.add_argument("--data", required=True)
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--rows-per-file", type=int, default=100_000)
+    p.add_argument("--tables", type=int, default=1)
+    p.add_argument("--rewrite", action="store_true", help="disable zero-copy")
+    p.add_argument("--kafka", default=None, help="bootstrap servers: use the Kafka source")
+    p.add_argument("--max-files", type=int, default=1000)
+    p.add_argument("--age", type=float, default=10.0)
+    p.add_argument("--inflight-mb", type=int, default=1024)
+    p.add_argument("--batch-mb", type=int, default=512)
+    p.add_argument("--rate", type=float, default=20.0)
+    p.add_argument("--duration", type=float, default=20.0)
+    args = p.parse_args()
+    print(json.dumps(CASES[args.case](args)))
+
+
+if __name__ == "__main__":
+    main()
