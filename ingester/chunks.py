@@ -30,6 +30,8 @@ class SourceFile:
     rows: int
     open: Callable[[], pq.ParquetFile]
     open_raw: Callable[[], pa.NativeFile]
+    location: str | None = None
+    """Canonical ``file://`` or ``s3://`` location (None for inline data)."""
 
     def describe(self) -> str:
         return self.item.event.describe()

@@ -103,6 +103,7 @@ class SnapshotCommitter:
                         item, normalize_schema(raw, ev.columns), raw, pf.metadata.num_rows,
                         open=lambda ev=ev: self.reader.open(ev),  # type: ignore[misc]
                         open_raw=lambda ev=ev: self.reader.open_raw(ev),  # type: ignore[misc]
+                        location=self.reader.check(ev.location) if ev.location else None,
                     )
                 )
             except TerminalError as exc:

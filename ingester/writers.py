@@ -10,9 +10,12 @@ the table is zero-copy: the parquet bytes are copied into the table and register
 from __future__ import annotations
 
 import itertools
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -86,15 +89,31 @@ def fits_as_is(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> 
 def copy_into_table(table: Table, files: Sequence[SourceFile], batch_id: str) -> list[str]:
     """Copy the files' bytes under the table's data folder; returns the new locations.
 
-    Names derive from the batch id, so a retried commit overwrites its own copies."""
+    Local to local on one filesystem is a hard link (the bytes are immutable, and the
+    table's link survives the producer deleting its file). Names derive from the batch id,
+    so a retried commit replaces its own copies."""
     paths = []
     for i, f in enumerate(files):
         dest = f"{table.location().rstrip('/')}/data/ingester-{batch_id}-{i:05d}.parquet"
-        with f.open_raw() as src, table.io.new_output(dest).create(overwrite=True) as out:
-            while block := src.read(COPY_BLOCK_BYTES):
-                out.write(block)
+        if not _link(f.location, dest):
+            with f.open_raw() as src, table.io.new_output(dest).create(overwrite=True) as out:
+                while block := src.read(COPY_BLOCK_BYTES):
+                    out.write(block)
         paths.append(dest)
     return paths
+
+
+def _link(source: str | None, dest: str) -> bool:
+    if not (source and source.startswith("file://") and dest.startswith("file://")):
+        return False
+    src, dst = Path(urlparse(source).path), Path(urlparse(dest).path)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.unlink(missing_ok=True)
+        os.link(src, dst)
+    except OSError:
+        return False
+    return True
 
 
 def append(
