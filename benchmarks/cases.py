@@ -135,7 +135,26 @@ def case_latency(args: argparse.Namespace) -> dict[str, Any]:
             "snapshots": len(table.metadata.snapshots), "peak_rss_mb": peak_rss_mb()}
 
 
-CASES = {"daemon": case_daemon, "pyiceberg_append": case_pyiceberg_append, "latency": case_latency}
+def case_pyiceberg_upsert(args: argparse.Namespace) -> dict[str, Any]:
+    """pyiceberg's own ``upsert`` of ``--merge-rows`` (half updates, half inserts) into ``--rows``."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    base = data.events(args.rows)
+    change = data.events(args.merge_rows, seed=7, first_id=args.rows - args.merge_rows // 2)
+    home = Path(tempfile.mkdtemp(prefix="bench-upsert-"))
+    cat = SqlCatalog("b", uri=f"sqlite:///{home}/c.db", warehouse=home.as_uri())
+    cat.create_namespace("default")
+    table = cat.create_table(("default", "events"), schema=base.schema)
+    table.append(base)
+    started = time.perf_counter()
+    result = table.upsert(change, join_cols=["id"])
+    seconds = time.perf_counter() - started
+    return {"rows": args.merge_rows, "seconds": seconds, "updated": result.rows_updated, "inserted": result.rows_inserted,
+            **table_stats(table), "peak_rss_mb": peak_rss_mb()}
+
+
+CASES = {"daemon": case_daemon, "pyiceberg_append": case_pyiceberg_append, "latency": case_latency,
+         "pyiceberg_upsert": case_pyiceberg_upsert}
 
 
 def main() -> None:
@@ -153,6 +172,7 @@ def main() -> None:
     p.add_argument("--batch-mb", type=int, default=512)
     p.add_argument("--rate", type=float, default=20.0)
     p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--merge-rows", type=int, default=200_000)
     args = p.parse_args()
     print(json.dumps(CASES[args.case](args)))
 

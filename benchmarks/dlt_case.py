@@ -88,6 +88,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, required=True)
     p.add_argument("--first-id", type=int, default=0)
     p.add_argument("--merge", action="store_true")
+    p.add_argument("--base-rows", type=int, default=0, help="rows loaded before the measured load")
     args = p.parse_args()
     work = Path(args.work)
     pl = pipeline(args.impl, work, "bench")
@@ -95,6 +96,8 @@ def main() -> None:
         # steady state: tables and dlt's own tables exist (one small load first), then the
         # measured load is extracted and normalized
         pl.run(resource_for(1_000, 10**12, args.merge), loader_file_format="parquet")
+        if args.base_rows:
+            pl.run(resource_for(args.base_rows, 0, args.merge), loader_file_format="parquet")
         pl.extract(resource_for(args.rows, args.first_id, args.merge), loader_file_format="parquet")
         pl.normalize()
         return

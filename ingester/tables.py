@@ -26,7 +26,8 @@ def list_tables(catalog: Catalog) -> list[TableInfo]:
         for ident in catalog.list_tables(ns):
             table = catalog.load_table(ident)
             snap = table.current_snapshot()
-            rows = int(snap.summary.additional_properties.get("total-records", 0)) if snap and snap.summary else 0
+            summary = snap.summary.additional_properties if snap and snap.summary else {}
+            rows = int(summary.get("total-records", 0)) - int(summary.get("total-position-deletes", 0))
             last = (
                 datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=timezone.utc).isoformat(timespec="seconds")
                 if snap

@@ -1,10 +1,10 @@
 """Append, replace and merge: each fills exactly one snapshot producer of a transaction.
 
-Replace and merge are copy-on-write OVERWRITE snapshots holding data files only (no
-equality or position deletes), so upstream pyiceberg and DuckDB read the result. Merge
-rewrites only the data files holding a matching key (pruned by the key range first), one
-file at a time; incoming rows stream in bounded chunks. Append of files whose schema fits
-the table is zero-copy: the parquet bytes are copied into the table and registered as-is.
+Append of files whose schema fits the table is zero-copy (the parquet bytes are linked or
+copied into the table and registered as-is); otherwise files stream in bounded chunks.
+Replace is one copy-on-write OVERWRITE snapshot. Merge is merge-on-read: replaced rows get
+position deletes and new versions are appended (``ingester.deletes``). No equality deletes
+are ever written, so upstream pyiceberg and DuckDB read every table we write.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
-from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.update.snapshot import _SnapshotProducer
 
 from ingester.chunks import SourceFile, chunked, file_batches
+from ingester.deletes import MergeOnReadFiles, matching_positions, write_position_deletes
 from ingester.events import FileEvent
 
 _ROW = "__ingester_row"
@@ -174,16 +175,6 @@ def _key_range(keys: pa.Table) -> BooleanExpression:
     return And(GreaterThanOrEqual(name, lo), LessThanOrEqual(name, hi))
 
 
-def _without_keys(existing: pa.Table, keys: pa.Table, names: list[str], chunk_rows: int) -> pa.Table:
-    """Rows of ``existing`` whose key is not in ``keys`` (anti-join, keys in chunks)."""
-    remaining = existing
-    for start in range(0, keys.num_rows, chunk_rows):
-        probe = remaining.select(names).append_column(_ROW, pa.array(range(remaining.num_rows), pa.int64()))
-        keep = probe.join(keys.slice(start, chunk_rows), names, join_type="left anti").column(_ROW)
-        remaining = remaining.take(pc.take(keep, pc.sort_indices(keep)))
-    return remaining
-
-
 def _winners(
     files: Sequence[SourceFile], target: pa.Schema, names: list[str], hard: list[str], dedupe: bool, strict: bool
 ) -> tuple[pa.Table, pa.Array]:
@@ -209,23 +200,24 @@ def merge_into(
     event: FileEvent, *, strict: bool, chunk_bytes: int, chunk_rows: int,
 ) -> int:
     """Upsert by primary key (last row per key wins) or delete-insert by merge key; rows
-    flagged by a ``hard_delete`` column delete their key and are not inserted."""
+    flagged by a ``hard_delete`` column delete their key and are not inserted.
+
+    Merge-on-read: replaced rows get position deletes (one small file per touched data
+    file, reading only key columns); new versions are appended. One OVERWRITE snapshot."""
     names = list(event.primary_key or event.merge_key)
     hard = _hard_delete_columns(event, target)
     keys, insert_rows = _winners(files, target, names, hard, bool(event.primary_key), strict)
-    with tx.update_snapshot(snapshot_properties=props).overwrite() as producer:
-        writer = DataFileWriter(tx, table, producer)
+    producer = MergeOnReadFiles(transaction=tx, io=table.io, snapshot_properties=props)
+    with producer:
         if table.current_snapshot() is not None and keys.num_rows:
-            reader = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue(), case_sensitive=True)
             for task in table.scan(row_filter=_key_range(keys)).plan_files():
-                existing = reader.to_table([task])
-                remaining = _without_keys(existing, keys, names, chunk_rows)
-                if remaining.num_rows != existing.num_rows:
-                    producer.delete_data_file(task.file)
-                    writer.write([remaining])
-        rewritten = writer.rows
+                for start in range(0, keys.num_rows, chunk_rows):
+                    positions = matching_positions(table, task.file, keys.slice(start, chunk_rows), list(task.delete_files))
+                    if len(positions):
+                        producer.append_data_file(write_position_deletes(table, task.file, positions, producer.commit_uuid))
+        writer = DataFileWriter(tx, table, producer)
         writer.write(chunked(_select_rows(file_batches(files, target, strict), insert_rows), chunk_bytes))
-    return writer.rows - rewritten
+    return writer.rows
 
 
 def _select_rows(batches: Iterator[tuple[int, pa.Table]], rows: pa.Array) -> Iterator[pa.Table]:

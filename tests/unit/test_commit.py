@@ -65,3 +65,29 @@ def test_a_file_that_fails_mid_stream_is_rejected_and_the_rest_commits(committer
     )))
     assert result.rows == 1 and len(result.rejected) == 1 and "column 'id'" in result.rejected[0].reason
     assert sorted(committer.catalog.load_table(("ns", "c")).scan().to_arrow().column("id").to_pylist()) == [0, 1]
+
+
+def test_merge_is_merge_on_read_with_position_deletes(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    from ingester.events import WriteDisposition
+    from ingester.tables import list_tables
+
+    base = write_parquet(tmp_path / "in", {"id": pa.array(range(100), pa.int64()), "v": ["old"] * 100})
+    committer.commit(batch([base], "m"))
+    change = write_parquet(tmp_path / "in", {"id": pa.array([5, 6, 200], pa.int64()), "v": ["new"] * 3})
+    ev = FileEvent("m", location=str(change), write_disposition=WriteDisposition.MERGE, primary_key=("id",))
+    result = committer.commit(Batch(TableRef("ns", "m"), (Pending(ev, Position("p", 9)),)))
+    assert result.rows == 3
+    table = committer.catalog.load_table(("ns", "m"))
+    tasks = list(table.scan().plan_files())
+    assert sum(len(t.delete_files) for t in tasks) == 1  # one small delete file, the data file untouched
+    rows = {r["id"]: r["v"] for r in table.scan().to_arrow().to_pylist()}
+    assert len(rows) == 101 and rows[5] == rows[6] == rows[200] == "new" and rows[7] == "old"
+    (info,) = list_tables(committer.catalog)
+    assert info.rows == 101
+    # merging the same keys again deletes only the current versions
+    again = write_parquet(tmp_path / "in", {"id": pa.array([5], pa.int64()), "v": ["newer"]})
+    ev2 = FileEvent("m", location=str(again), write_disposition=WriteDisposition.MERGE, primary_key=("id",))
+    committer.commit(Batch(TableRef("ns", "m"), (Pending(ev2, Position("p", 10)),)))
+    rows = committer.catalog.load_table(("ns", "m")).scan().to_arrow().to_pylist()
+    assert len(rows) == 101 and [r["v"] for r in rows if r["id"] == 5] == ["newer"]
+    assert list_tables(committer.catalog)[0].rows == 101
