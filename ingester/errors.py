@@ -26,22 +26,32 @@ class SchemaConflict(TerminalError):
         self.column = column
 
 
+_TRANSIENT_IO_MARKERS = (
+    " 500", " 502", " 503", " 504", " 429", "Timeout", "timed out", "Connection", "NETWORK_CONNECTION",
+    "SLOW_DOWN", "SERVICE_UNAVAILABLE", "INTERNAL_FAILURE", "THROTTLING", "REQUEST_TIMEOUT", "curlCode",
+)
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for network, server-side and commit-conflict errors that a retry may fix."""
+    """True for network, server-side, throttling and commit-conflict errors that a retry may fix."""
     if isinstance(exc, TerminalError):
         return False
     from pyiceberg.exceptions import (
+        AuthorizationExpiredError,
         CommitFailedException,
         CommitStateUnknownException,
         ServerError,
         ServiceUnavailableError,
+        TooManyRequestsError,
     )
 
     transient: tuple[type[BaseException], ...] = (
+        AuthorizationExpiredError,
         CommitFailedException,
         CommitStateUnknownException,
         ServerError,
         ServiceUnavailableError,
+        TooManyRequestsError,
         ConnectionError,
         TimeoutError,
     )
@@ -59,7 +69,5 @@ def is_transient(exc: BaseException) -> bool:
         pass
     if isinstance(exc, transient):
         return True
-    # pyarrow's S3 errors are OSError with the HTTP status in the text
-    return isinstance(exc, OSError) and any(
-        code in str(exc) for code in ("500", "502", "503", "504", "429", "Timeout", "timed out", "Connection")
-    )
+    # pyarrow's S3 errors are OSError with the AWS error name / HTTP status in the text
+    return isinstance(exc, OSError) and any(marker in str(exc) for marker in _TRANSIENT_IO_MARKERS)

@@ -60,3 +60,30 @@ def test_unknown_errors_propagate_at_once() -> None:
     with pytest.raises(KeyError):
         anyio.run(RetryPolicy(sleep=sleep).run, bug)
     assert sleep.waits == []
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        CommitFailedException("conflict"),
+        OSError("AWS Error SLOW_DOWN during PutObject operation"),
+        OSError("When reading: AWS Error NETWORK_CONNECTION during GetObject"),
+        ConnectionError("reset"),
+        TimeoutError(),
+    ],
+)
+def test_transient_classification(exc: Exception) -> None:
+    from ingester.errors import is_transient
+
+    assert is_transient(exc)
+
+
+def test_terminal_and_unknown_are_not_transient() -> None:
+    from pyiceberg.exceptions import TooManyRequestsError, UnauthorizedError
+
+    from ingester.errors import SchemaConflict, is_transient
+
+    assert is_transient(TooManyRequestsError("slow down"))
+    assert not is_transient(UnauthorizedError("bad token"))
+    assert not is_transient(SchemaConflict("f", "c", "x"))
+    assert not is_transient(OSError("No such file or directory"))

@@ -1,0 +1,177 @@
+"""A fault-injecting TCP/HTTP proxy for tests, placed between the daemon and a real server.
+
+HTTP mode parses each request, forwards it on a fresh upstream connection with
+``Connection: close`` (so every request is a new decision), and may instead answer 500/503,
+429 with ``Retry-After``, 409 (commit conflict, for catalog commits), stall (timeout), drop
+the connection, or delay the response. TCP mode (Kafka) may drop or delay connections.
+Faults are drawn per request with a seeded RNG; ``counts`` records what was injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+HTTP_FAULTS = ("http_500", "http_503", "http_429", "timeout", "drop", "slow")
+TCP_FAULTS = ("drop", "slow")
+COMMIT_PATH = re.compile(rb"^POST /v1/(?:[^ ]*/)?namespaces/[^/ ]+/tables/[^/ ]+ ")
+
+
+@dataclass
+class FaultPlan:
+    """Which faults, how often; ``conflict_rate`` answers 409 to table commits (REST catalog)."""
+
+    faults: tuple[str, ...] = ()
+    rate: float = 0.0
+    conflict_rate: float = 0.0
+    slow_s: float = 1.5
+    timeout_s: float = 30.0
+    seed: int = 1
+    enabled: bool = True
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def draw(self, is_commit: bool = False) -> str | None:
+        if not self.enabled:
+            return None
+        if is_commit and self.rng.random() < self.conflict_rate:
+            return "http_409"
+        if self.faults and self.rng.random() < self.rate:
+            return self.rng.choice(self.faults)
+        return None
+
+
+def _response(status: str, body: bytes = b"", extra: str = "") -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+    return head.encode() + body
+
+
+_CANNED = {
+    "http_500": _response("500 Internal Server Error", b'{"error":{"message":"injected","type":"ServerError","code":500}}'),
+    "http_503": _response("503 Service Unavailable"),
+    "http_429": _response("429 Too Many Requests", extra="Retry-After: 1\r\n"),
+    "http_409": _response("409 Conflict", b'{"error":{"message":"injected conflict","type":"CommitFailedException","code":409}}'),
+}
+
+
+class FaultProxy:
+    """Runs an asyncio proxy in a background thread: ``FaultProxy(upstream_port, plan).start()``."""
+
+    def __init__(self, upstream_port: int, plan: FaultPlan, *, http: bool = True, host: str = "127.0.0.1") -> None:
+        self.upstream = (host, upstream_port)
+        self.plan = plan
+        self.http = http
+        self.counts: Counter[str] = Counter()
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        handler = self._serve_http if self.http else self._serve_tcp
+        self._server = self._loop.run_until_complete(asyncio.start_server(handler, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        fault = self.plan.draw()
+        self.counts[fault or "pass"] += 1
+        if fault == "drop":
+            writer.close()
+            return
+        if fault == "slow":
+            await asyncio.sleep(self.plan.slow_s)
+        try:
+            up_r, up_w = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+
+    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                body = await self._read_body(reader, head)
+                fault = self.plan.draw(is_commit=bool(COMMIT_PATH.match(head)))
+                self.counts[fault or "pass"] += 1
+                if fault in _CANNED:
+                    writer.write(_CANNED[fault])
+                    await writer.drain()
+                    break
+                if fault == "drop":
+                    break
+                if fault == "timeout":
+                    await asyncio.sleep(self.plan.timeout_s)
+                    break
+                if fault == "slow":
+                    await asyncio.sleep(self.plan.slow_s)
+                response = await self._forward(head, body)
+                writer.write(response)
+                await writer.drain()
+                if b"\r\nconnection: close" in response.split(b"\r\n\r\n", 1)[0].lower():
+                    break
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _read_body(reader: asyncio.StreamReader, head: bytes) -> bytes:
+        lower = head.lower()
+        m = re.search(rb"\r\ncontent-length:\s*(\d+)", lower)
+        if m:
+            return await reader.readexactly(int(m.group(1)))
+        if b"\r\ntransfer-encoding: chunked" in lower:
+            chunks = b""
+            while True:
+                size_line = await reader.readuntil(b"\r\n")
+                size = int(size_line.split(b";")[0], 16)
+                chunk = await reader.readexactly(size + 2)
+                chunks += size_line + chunk
+                if size == 0:
+                    return chunks
+        return b""
+
+    async def _forward(self, head: bytes, body: bytes) -> bytes:
+        lines = [ln for ln in head.split(b"\r\n") if ln and not ln.lower().startswith(b"connection:")]
+        request = b"\r\n".join(lines) + b"\r\nConnection: close\r\n\r\n" + body
+        up_r, up_w = await asyncio.open_connection(*self.upstream)
+        up_w.write(request)
+        await up_w.drain()
+        response = await up_r.read(-1)
+        up_w.close()
+        return response
