@@ -36,22 +36,15 @@ def is_transient(exc: BaseException) -> bool:
     """True for network, server-side, throttling and commit-conflict errors that a retry may fix."""
     if isinstance(exc, TerminalError):
         return False
-    from pyiceberg.exceptions import (
-        AuthorizationExpiredError,
-        CommitFailedException,
-        CommitStateUnknownException,
-        ServerError,
-        ServiceUnavailableError,
-        TooManyRequestsError,
-    )
+    from pyiceberg import exceptions as ice
 
     transient: tuple[type[BaseException], ...] = (
-        AuthorizationExpiredError,
-        CommitFailedException,
-        CommitStateUnknownException,
-        ServerError,
-        ServiceUnavailableError,
-        TooManyRequestsError,
+        ice.AuthorizationExpiredError,
+        ice.CommitFailedException,
+        ice.CommitStateUnknownException,
+        ice.ServerError,
+        ice.ServiceUnavailableError,
+        ice.TooManyRequestsError,
         ConnectionError,
         TimeoutError,
     )
