@@ -50,15 +50,23 @@ def main():
         dataset_name="example_data",
     )
 
-    for batch in ("events_batch1.csv", "events_batch2.csv"):
-        print(f"Loading {batch}...")
+    print("Loading batch 1...")
 
-        @dlt.resource(name="events", write_disposition="append")
-        def events(path=DATA / batch):
-            yield from load_csv(path)
+    @dlt.resource(name="events", write_disposition="append")
+    def batch1():
+        yield from load_csv(DATA / "events_batch1.csv")
 
-        load_info = pipeline.run(events())
-        print(f"{batch} loaded: {load_info}")
+    load_info = pipeline.run(batch1())
+    print(f"Batch 1 loaded: {load_info}")
+
+    print("\nLoading batch 2...")
+
+    @dlt.resource(name="events", write_disposition="append")
+    def batch2():
+        yield from load_csv(DATA / "events_batch2.csv")
+
+    load_info = pipeline.run(batch2())
+    print(f"Batch 2 loaded: {load_info}")
 
     # read back through the dataset (DuckDB over the Iceberg table)
     events_table = pipeline.dataset().events.arrow()

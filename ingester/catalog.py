@@ -59,6 +59,20 @@ def _secret(value: object) -> str | None:
     return value.get_secret_value() if value is not None else None  # type: ignore[attr-defined]
 
 
+SQL_INIT_ATTEMPTS = 3
+
+
 def open_catalog(cfg: CatalogSettings, home: Path) -> Catalog:
-    """Connect (REST: authenticate) to the configured catalog."""
-    return load_catalog(cfg.name, **catalog_properties(cfg, home))
+    """Connect (REST: authenticate) to the configured catalog.
+
+    Two processes creating a fresh SQLite catalog at once race on its tables; the loser
+    fails with "already exists" and simply opens it again."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(SQL_INIT_ATTEMPTS):
+        try:
+            return load_catalog(cfg.name, **catalog_properties(cfg, home))
+        except SQLAlchemyError as exc:
+            if cfg.type != "sql" or "already exists" not in str(exc) or attempt == SQL_INIT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -9,8 +9,9 @@ column given without one gets ``month`` (timestamp / date) or ``identity`` (anyt
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
+from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.destinations.utils import get_resource_for_adapter
 from dlt.extract import DltResource
 
@@ -65,5 +66,5 @@ def iceberg_adapter(data: Any, partition: PartitionArg | None = None) -> DltReso
     if not partition:
         raise ValueError("iceberg_adapter needs `partition`")
     resource = get_resource_for_adapter(data)
-    resource.apply_hints(columns=partition_hints(partition))
+    resource.apply_hints(columns=cast(TTableSchemaColumns, partition_hints(partition)))
     return resource

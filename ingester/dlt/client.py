@@ -14,10 +14,13 @@ underscores (``_dlt_loads`` -> ``dlt_loads``); views and dlt keep the dlt names.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
@@ -35,11 +38,17 @@ from dlt.common.destination.client import (
     RunnableLoadJob,
     StateInfo,
     StorageSchemaInfo,
+    SupportsOpenTables,
     WithStateSync,
 )
-from dlt.common.destination.exceptions import DestinationTerminalException, DestinationUndefinedEntity
+from dlt.common.destination.exceptions import (
+    DestinationTerminalException,
+    DestinationUndefinedEntity,
+    OpenTableCatalogNotSupported,
+)
 from dlt.common.schema import Schema, TSchemaTables
-from dlt.common.schema.typing import C_DLT_LOAD_ID, C_DLT_LOADS_TABLE_LOAD_ID
+from dlt.common.schema.exceptions import TableNotFound
+from dlt.common.schema.typing import C_DLT_LOAD_ID, C_DLT_LOADS_TABLE_LOAD_ID, TTableFormat
 from dlt.common.storages import FileStorage
 from dlt.common.storages.load_package import LoadJobInfo, ParsedLoadJobFileName
 from dlt.destinations.job_impl import FinalizedLoadJobWithFollowupJobs, ReferenceFollowupJobRequest
@@ -50,7 +59,7 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchNamespaceErr
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo
 from pyiceberg.table import Table
 
-from ingester.commit import CommitResult, SnapshotCommitter
+from ingester.commit import CommitResult, LoadedBatch, SnapshotCommitter
 from ingester.dlt.configuration import IcebergClientConfiguration
 from ingester.errors import TerminalError
 from ingester.events import FileEvent
@@ -60,6 +69,10 @@ from ingester.window import Batch, Pending, TableRef
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _equals(column: str, value: Any) -> BooleanExpression:
+    return EqualTo(column, value)  # type: ignore[call-arg,arg-type]  # pydantic model signature
 
 
 def iceberg_table_name(name: str) -> str:
@@ -79,7 +92,7 @@ class IcebergCommitJob(RunnableLoadJob):
         client.commit_files(self._load_table, [Path(p) for p in paths if p], self._load_id, package)
 
 
-class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
+class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpenTables):
     """Job client of ``iceberg`` / ``iceberg_rest``. Holds no global state: every instance opens
     its own catalog connection lazily."""
 
@@ -121,10 +134,15 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
             FileReader([str(package)] if package else []),
             strict_casting=self.config.strict_casting,
             merge_batch_size=self.config.merge_batch_size,
+            fail_on_reject=True,
         )
 
     def _retried(self, fn: Callable[[], T], what: str) -> T:
-        """Run blocking ``fn`` under the configured retry policy (transient errors only)."""
+        """Run blocking ``fn`` under the configured retry policy (transient errors only).
+
+        Blocks. dlt calls the client from its own threads, or from a thread that runs an event
+        loop already (a pipeline run inside async code, a notebook): then the policy's loop runs
+        in a helper thread."""
         policy = self.config.retry_policy()
 
         async def attempt() -> T:
@@ -133,16 +151,44 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
         async def main() -> T:
             return await policy.run(attempt, what=what)
 
-        return anyio.run(main)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return anyio.run(main)
+        with ThreadPoolExecutor(1, thread_name_prefix="ingester-retry") as helper:
+            return helper.submit(anyio.run, main).result()
 
-    def _commit(self, committer: SnapshotCommitter, batch: Batch) -> CommitResult:
+    def _root(self, table_name: str) -> str:
+        parent = self.schema.tables[table_name].get("parent")
+        return self._root(parent) if parent else table_name
+
+    def _parent_keys(self, table: PreparedTableSchema, merge_key: Sequence[str], package: Path) -> pa.Table | None:
+        """For a nested table of a merge: the ``_dlt_id`` of every root row in this load, as
+        values of the nested table's root key, so children of an updated or deleted parent go
+        even when the parent now has none. None for other tables."""
+        root = self._root(str(table["name"]))
+        if root == table["name"] or self.schema.tables[root].get("write_disposition") != "merge" or len(merge_key) != 1:
+            return None
+        dlt_id = self._column("_dlt_id")
+        ids = [pq.read_table(p, columns=[dlt_id]).column(0) for p in sorted(package.glob(f"*/{root}.*.parquet"))]
+        values = pa.chunked_array([c for col in ids for c in col.chunks], pa.string()) if ids else pa.chunked_array([], pa.string())
+        return pa.table({merge_key[0]: values})
+
+    def _delete_batch(self, name: str, hints: dict[str, Any]) -> Batch:
+        """A batch without files that still names the table's merge key (delete-only merge);
+        its one event is never read."""
+        marker = FileEvent(table=name, namespace=self.namespace, data=b"", write_disposition=hints["write_disposition"],
+                           merge_key=tuple(hints["merge_key"]))
+        return Batch(self.table_ref(name), (Pending(marker),))
+
+    def _commit(self, committer: SnapshotCommitter, batch: Batch, extra_delete_keys: pa.Table | None = None) -> CommitResult:
         """Read, then apply with retries. A file the committer sets aside (unreadable, schema
         conflict) fails the dlt job terminally; an unreadable one before anything is committed."""
         try:
             loaded = self._retried(lambda: committer.read(batch), f"read {batch.table}")
             if loaded.rejected:
                 raise TerminalError("; ".join(r.reason for r in loaded.rejected))
-            result = self._retried(lambda: committer.apply(loaded), f"commit {batch.table}")
+            result = self._retried(lambda: committer.apply(loaded, extra_delete_keys), f"commit {batch.table}")
             if result.rejected:
                 raise TerminalError("; ".join(r.reason for r in result.rejected))
         except TerminalError as exc:
@@ -152,11 +198,17 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
     def commit_files(self, table: PreparedTableSchema, paths: Sequence[Path], load_id: str, package: Path) -> CommitResult:
         """One idempotent snapshot for ``paths`` (parquet files of ``table`` in load package
         ``package``). Blocks; retries transient errors; raises ``DestinationTerminalException``."""
-        name = table["name"]
+        name = str(table["name"])
         hints = table_hints(dict(table))
         events = [file_event(p, name, load_id=load_id, namespace=self.namespace, **hints) for p in paths]
+        parents = self._parent_keys(table, hints["merge_key"], package)
+        if not events and parents is None:
+            return CommitResult(self.table_ref(name), None)
+        if not events:
+            batch = self._delete_batch(name, hints)
+            return self._retried(lambda: self._committer().apply(LoadedBatch(batch, ()), parents), f"delete {batch.table}")
         batch = Batch(self.table_ref(name), tuple(Pending(e) for e in events))
-        result = self._commit(self._committer(package), batch)
+        result = self._commit(self._committer(package), batch, parents)
         log.info("%s: load %s: %d rows from %d files (%d already committed)", batch.table, load_id, result.rows, result.files, result.duplicates)
         return result
 
@@ -184,15 +236,24 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
 
     # --------------------------------------------------------------- storage
     def initialize_storage(self, truncate_tables: Iterable[str] | None = None) -> None:
-        """Create the namespace; empty the jobless tables of replace chains (tables with jobs
-        are replaced atomically by their follow-up job)."""
+        """Create the namespace; empty ``truncate_tables`` (jobless tables of replace chains,
+        refreshed tables) except replace tables with jobs: their follow-up job swaps the data
+        atomically, in the load's one snapshot."""
         try:
             self.catalog.create_namespace(self.namespace)
         except NamespaceAlreadyExistsError:
             pass
         for name in truncate_tables or ():
-            if name not in self._tables_with_jobs:
+            if not self._replaced_by_its_job(name):
                 self._truncate(name)
+
+    def _replaced_by_its_job(self, table_name: str) -> bool:
+        if table_name not in self._tables_with_jobs:
+            return False
+        try:
+            return bool(self.prepare_load_table(table_name)["write_disposition"] == "replace")
+        except TableNotFound:
+            return False
 
     def _truncate(self, table_name: str) -> None:
         try:
@@ -231,14 +292,14 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
                 table = self.load_table(self.schema.version_table_name)
             except DestinationUndefinedEntity:
                 return
-            table.delete(EqualTo(self._column("schema_name"), self.schema.name))
+            table.delete(_equals(self._column("schema_name"), self.schema.name))
 
     # ---------------------------------------------------------------- schema
     def verify_schema(
         self, only_tables: Iterable[str] | None = None, new_jobs: Iterable[ParsedLoadJobFileName] | None = None
     ) -> list[PreparedTableSchema]:
         self._tables_with_jobs = {job.table_name for job in new_jobs or ()}
-        loaded = super().verify_schema(only_tables, new_jobs)
+        loaded = super().verify_schema(only_tables, new_jobs)  # type: ignore[arg-type]  # dlt accepts None
         if exceptions := verify_schema_merge_disposition(self.schema, loaded, self.capabilities, warnings=True):
             for exc in exceptions:
                 log.error("%s", exc)
@@ -250,7 +311,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
     ) -> TSchemaTables | None:
         """Iceberg tables are created and evolved by their commits; here the dlt schema is
         stored (once per version hash) so a fresh machine can restore it."""
-        applied = super().update_stored_schema(only_tables, expected_update, force)
+        applied = super().update_stored_schema(only_tables, expected_update, force)  # type: ignore[arg-type]
         if self.get_stored_schema_by_hash(self.schema.stored_version_hash) is None:
             self._store_schema()
         return applied
@@ -275,7 +336,8 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
                 (self._column("schema"), pa.string()),
             ]
         )
-        self._append_rows(schema.version_table_name, [row], arrow_schema, f"{schema.name}:{schema.stored_version_hash}")
+        # no content marker: after a refresh drops a schema's rows, the same version is stored again
+        self._append_rows(schema.version_table_name, [row], arrow_schema, uuid.uuid4().hex)
 
     def _schema_info(self, rows: list[dict[str, Any]]) -> StorageSchemaInfo | None:
         if not rows:
@@ -285,24 +347,24 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
         return StorageSchemaInfo.from_normalized_mapping(row, self.schema.naming)
 
     def get_stored_schema(self, schema_name: str | None = None) -> StorageSchemaInfo | None:
-        row_filter = EqualTo(self._column("schema_name"), schema_name) if schema_name else AlwaysTrue()
+        row_filter = _equals(self._column("schema_name"), schema_name) if schema_name else AlwaysTrue()
         try:
             return self._schema_info(self._scan(self.schema.version_table_name, row_filter))
         except DestinationUndefinedEntity:
             return None
 
-    def get_stored_schema_by_hash(self, version_hash: str) -> StorageSchemaInfo | None:
+    def get_stored_schema_by_hash(self, version_hash: str) -> StorageSchemaInfo | None:  # type: ignore[override]
         try:
-            return self._schema_info(self._scan(self.schema.version_table_name, EqualTo(self._column("version_hash"), version_hash)))
+            return self._schema_info(self._scan(self.schema.version_table_name, _equals(self._column("version_hash"), version_hash)))
         except DestinationUndefinedEntity:
             return None
 
     def get_stored_state(self, pipeline_name: str) -> StateInfo | None:
         """Newest state of ``pipeline_name`` from a completed load; raises
         ``DestinationUndefinedEntity`` when the tables do not exist yet."""
-        loads = self._scan(self.schema.loads_table_name, EqualTo(self._column("status"), 0))
+        loads = self._scan(self.schema.loads_table_name, _equals(self._column("status"), 0))
         completed = {r[self._column(C_DLT_LOADS_TABLE_LOAD_ID)] for r in loads}
-        states = self._scan(self.schema.state_table_name, EqualTo(self._column("pipeline_name"), pipeline_name))
+        states = self._scan(self.schema.state_table_name, _equals(self._column("pipeline_name"), pipeline_name))
         c_load_id = self._column(C_DLT_LOAD_ID)
         states = [s for s in states if s[c_load_id] in completed]
         if not states:
@@ -332,6 +394,9 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
             ]
             if paths:
                 jobs.append(ReferenceFollowupJobRequest(FileStorage.get_file_name_from_file_path(paths[0]), paths))
+            elif table.get("parent") and table_chain[0].get("write_disposition") == "merge":
+                # a nested table without rows in this load still loses the children of updated parents
+                jobs.append(ReferenceFollowupJobRequest(f"{table['name']}.{uuid.uuid4().hex[:10]}.0.parquet", []))
         return jobs
 
     def complete_load(self, load_id: str) -> None:
@@ -353,6 +418,22 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient):
             ]
         )
         self._append_rows(self.schema.loads_table_name, [row], arrow_schema, f"{self.schema.name}:{load_id}")
+
+    # ------------------------------------------------------ open table access
+    def get_open_table_catalog(self, table_format: TTableFormat, catalog_name: str | None = None) -> Catalog:
+        if table_format != "iceberg":
+            raise OpenTableCatalogNotSupported(table_format, self.config.destination_type)
+        return self.catalog
+
+    def get_open_table_location(self, table_format: TTableFormat, table_name: str) -> str:
+        return str(self.load_table(table_name).location())
+
+    def load_open_table(self, table_format: TTableFormat, table_name: str, **kwargs: Any) -> Table:
+        self.get_open_table_catalog(table_format)
+        return self.load_table(table_name)
+
+    def is_open_table(self, table_format: TTableFormat, table_name: str) -> bool:
+        return table_format == "iceberg"
 
     # ------------------------------------------------------------ sql access
     @property

@@ -20,7 +20,6 @@ from dlt.common.schema import Schema
 from dlt.common.typing import TSecretStrValue
 from pydantic import SecretStr
 
-from ingester.catalog import catalog_properties
 from ingester.retry import RetryPolicy
 from ingester.settings import DEFAULT_MERGE_BATCH_SIZE, CatalogSettings, Settings
 
@@ -50,11 +49,13 @@ class IcebergClientConfiguration(DestinationClientDwhConfiguration):
     strict_casting: bool = False
 
     def settings(self) -> Settings:
-        """The daemon's settings (env ``INGESTER_*``, ``ingester.toml``), ``home`` applied."""
+        """The daemon's settings (env ``INGESTER_*``, ``ingester.toml``), ``ingester_home`` applied."""
         return Settings(home=Path(self.ingester_home)) if self.ingester_home else Settings()
 
     def catalog_props(self) -> Dict[str, str]:
         """pyiceberg properties of the catalog. Holds secrets."""
+        from ingester.catalog import catalog_properties  # pyiceberg: only when a client connects
+
         if self.catalog_properties:
             return {k: str(v) for k, v in self.catalog_properties.items() if v is not None}
         settings = self.settings()
@@ -93,7 +94,7 @@ class IcebergRestClientConfiguration(IcebergClientConfiguration):
     destination_type: Final[str] = dataclasses.field(  # type: ignore[misc]
         default="iceberg_rest", init=False, repr=False, compare=False
     )
-    catalog_uri: str = None
+    catalog_uri: str = None  # type: ignore[assignment]  # required: dlt raises when missing
     warehouse: Optional[str] = None
     credential: Optional[TSecretStrValue] = None
     """OAuth2 client credentials ``id:secret``; the token endpoint defaults to
@@ -137,6 +138,8 @@ class IcebergRestClientConfiguration(IcebergClientConfiguration):
         )
 
     def catalog_props(self) -> Dict[str, str]:
+        from ingester.catalog import catalog_properties
+
         return catalog_properties(self.catalog_settings(), self.settings().home_dir)
 
     def resolved_catalog_name(self) -> str:

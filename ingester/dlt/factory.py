@@ -4,12 +4,9 @@ lazily, in ``client_class``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from dlt.common.destination import Destination, DestinationCapabilitiesContext
-from dlt.common.schema.typing import TLoaderMergeStrategy, TTableSchema
-from dlt.common.schema.utils import has_column_with_prop
 
 from ingester.dlt.configuration import (
     DEFAULT_MAX_RETRIES,
@@ -26,20 +23,13 @@ TIMESTAMP_PRECISION = 6  # Iceberg v2 timestamps are microseconds
 DECIMAL_PRECISION = (38, 9)  # as ingester.schema.DLT_TYPES
 
 
-def merge_strategies(supported: Sequence[TLoaderMergeStrategy], /, *, table_schema: TTableSchema) -> Sequence[TLoaderMergeStrategy]:
-    """Upsert first for tables with a primary key (dlt then derives row ids from the key, so
-    nested rows of an updated parent are replaced), delete-insert first for merge-key tables."""
-    if has_column_with_prop(table_schema, "primary_key"):
-        return list(supported)
-    return sorted(supported, key=lambda s: s != "delete-insert")
-
-
 def capabilities() -> DestinationCapabilitiesContext:
     caps = DestinationCapabilitiesContext.generic_capabilities(
         preferred_loader_file_format="parquet",
         supported_table_formats=["iceberg"],
+        # upsert is the default: dlt then derives root row ids from the primary key, so the
+        # nested rows of an updated parent are replaced. delete-insert serves merge keys.
         supported_merge_strategies=["upsert", "delete-insert"],
-        merge_strategies_selector=merge_strategies,
     )
     caps.supported_loader_file_formats = ["parquet", "reference"]
     caps.preferred_table_format = "iceberg"

@@ -8,6 +8,8 @@ from typing import Any
 
 import dlt
 from dlt.common.destination import Destination
+from dlt.common.schema.typing import TTableSchema
+from dlt.common.typing import TDataItems
 from dlt.common.storages.load_package import load_package_state
 
 from ingester.publish import file_event, publish, table_hints
@@ -20,12 +22,12 @@ def ingester_queue(settings: Settings | None = None, namespace: str | None = Non
 
     cfg = settings or Settings()
 
-    def sink(items: str, table: dict[str, Any]) -> None:
-        name_ = table["name"]
+    def sink(items: TDataItems, table: TTableSchema) -> None:
+        name_ = str(table["name"])
         if name_.startswith("_dlt"):
             return
         load_id = load_package_state()["load_id"]
-        event = file_event(Path(items), name_, load_id=load_id, namespace=namespace, **table_hints(table))
+        event = file_event(Path(str(items)), name_, load_id=load_id, namespace=namespace, **table_hints(dict(table)))
         queue = build_queue(cfg)
         try:
             publish([event], build_stager(cfg), queue)

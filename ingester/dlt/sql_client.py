@@ -78,7 +78,10 @@ class IcebergSqlClient(WithTableScanners):
         super().__init__(remote_client, dataset_name, DuckDbCredentials(conn))
         self.memory_db = conn  # owned: closed with the client
         self.remote_client: IcebergJobClient = remote_client
-        self.credentials.conn_pool.add_statements([ConnStatement(f"LOAD {e}") for e in EXTENSIONS])
+        pool = self.credentials.conn_pool
+        assert pool is not None  # created when the credentials resolved
+        self._pool = pool
+        self._pool.add_statements([ConnStatement(f"LOAD {e}") for e in EXTENSIONS])
 
     def can_create_view(self, table_schema: PreparedTableSchema) -> bool:
         return True
@@ -89,7 +92,7 @@ class IcebergSqlClient(WithTableScanners):
     def create_view_select(self, table_schema: PreparedTableSchema, schema: Schema | None = None) -> tuple[str, str] | None:
         """(table location, SELECT over the table's current snapshot); None if it does not exist."""
         try:
-            table = self.remote_client.load_table(table_schema["name"])
+            table = self.remote_client.load_table(str(table_schema["name"]))
         except DestinationUndefinedEntity:
             return None
         self._add_secret(table)
@@ -110,4 +113,4 @@ class IcebergSqlClient(WithTableScanners):
         name = "ingester_" + re.sub("[^a-z0-9]", "_", parsed.netloc.lower())
         sql = s3_secret_sql(name, parsed.netloc, {k: str(v) for k, v in table.io.properties.items()})
         if sql is not None:
-            self.credentials.conn_pool.add_statements([ConnStatement(sql, key=f"secret:{parsed.netloc}")], conn=self._conn)
+            self._pool.add_statements([ConnStatement(sql, key=f"secret:{parsed.netloc}")], conn=self._conn)

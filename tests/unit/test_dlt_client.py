@@ -1,0 +1,191 @@
+"""The dlt job client on the embedded catalog (SQLite + local warehouse): idempotent commits,
+error classification, retries, replace chains, refresh, data types. No servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import date, datetime, time, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dlt.common.destination.exceptions import DestinationTerminalException
+from dlt.pipeline.exceptions import PipelineStepFailed
+from pyiceberg.exceptions import CommitFailedException
+
+from ingester import iceberg
+from ingester import markers as mk
+from ingester.commit import SnapshotCommitter
+from ingester.dlt.client import IcebergJobClient
+
+
+def pipeline(tmp_path: Path, name: str = "unit", **kwargs: Any) -> dlt.Pipeline:
+    return dlt.pipeline(
+        name, destination=iceberg(ingester_home=str(tmp_path / "home"), namespace="unit", **kwargs),
+        pipelines_dir=str(tmp_path / "pipelines"), dataset_name="unit",
+    )
+
+
+def rows(p: dlt.Pipeline, table: str) -> list[dict[str, Any]]:
+    client = p.destination_client()
+    assert isinstance(client, IcebergJobClient)
+    return client.load_table(table).scan().to_arrow().to_pylist()
+
+
+@dlt.resource(name="items", write_disposition="append")
+def items(n: int) -> Iterator[dict[str, Any]]:
+    yield from ({"id": i} for i in range(n))
+
+
+def test_committing_the_same_files_again_adds_nothing(tmp_path: Path) -> None:
+    """What a resumed load does after a crash between commit and job completion."""
+    p = pipeline(tmp_path)
+    p.extract(items(50))
+    p.normalize()
+    load_id = p.list_normalized_load_packages()[0]
+    package = Path(p.get_load_package_info(load_id).package_path)
+    kept = tmp_path / "kept"
+    shutil.copytree(package, kept)  # the package as it was before the load
+    p.load()
+    client = p.destination_client()
+    assert isinstance(client, IcebergJobClient)
+    files = sorted((kept / "new_jobs").glob("items.*.parquet"))
+    result = client.commit_files(client.prepare_load_table("items"), files, load_id, kept)
+    assert result.snapshot_id is None and result.duplicates == len(files) > 0
+    assert sorted(r["id"] for r in rows(p, "items")) == list(range(50))
+    snapshots = client.load_table("items").metadata.snapshots
+    assert len(snapshots) == 1 and snapshots[0].summary is not None
+    assert json.loads(snapshots[0].summary.additional_properties[mk.LOAD_IDS]) == [load_id]
+
+
+def test_a_bad_hint_fails_the_job_terminally_and_commits_nothing(tmp_path: Path) -> None:
+    hints: Any = {"name": {"data_type": "text", "partition": True, "x-partition-transform": "day"}}
+
+    @dlt.resource(name="bad", columns=hints)
+    def bad() -> Iterator[dict[str, Any]]:
+        yield {"id": 1, "name": "x"}
+
+    p = pipeline(tmp_path)
+    with pytest.raises(PipelineStepFailed, match="transform day does not apply"):
+        p.run(bad())
+    client = p.destination_client()
+    assert isinstance(client, IcebergJobClient)
+    assert ("unit", "bad") not in client.catalog.list_tables("unit")
+
+
+def test_transient_commit_failures_are_retried_in_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    apply = SnapshotCommitter.apply
+
+    def flaky(self: SnapshotCommitter, loaded: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise CommitFailedException("concurrent commit")
+        return apply(self, loaded)
+
+    monkeypatch.setattr(SnapshotCommitter, "apply", flaky)
+    p = pipeline(tmp_path, max_retries=3, retry_backoff_base=1.0)
+    p.run(items(5))
+    assert sorted(r["id"] for r in rows(p, "items")) == list(range(5))
+    assert len(calls) >= 3
+
+
+def test_strict_casting_and_merge_batch_size_reach_the_committer(tmp_path: Path) -> None:
+    p = pipeline(tmp_path, strict_casting=True, merge_batch_size=123)
+    client = p.destination_client()
+    assert isinstance(client, IcebergJobClient)
+    committer = client._committer()
+    assert committer.strict is True and committer.merge_batch_size == 123
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_strict_casting_refuses_a_lossy_cast(tmp_path: Path, strict: bool) -> None:
+    client = pipeline(tmp_path, strict_casting=strict).destination_client()
+    assert isinstance(client, IcebergJobClient)
+    jobs = tmp_path / "package" / "completed_jobs"
+    jobs.mkdir(parents=True)
+    table: Any = {"name": "vals", "write_disposition": "append", "columns": {}}
+    files = {name: jobs / f"vals.{name}.0.parquet" for name in ("ints", "whole", "fraction")}
+    pq.write_table(pa.table({"v": pa.array([1, 2], pa.int64())}), files["ints"])
+    pq.write_table(pa.table({"v": pa.array([3.0], pa.float64())}), files["whole"])
+    pq.write_table(pa.table({"v": pa.array([4.5], pa.float64())}), files["fraction"])
+    client.initialize_storage()
+    client.commit_files(table, [files["ints"]], "1", jobs.parent)
+    with pytest.raises(DestinationTerminalException, match="'v'"):  # no integer: refused in both modes
+        client.commit_files(table, [files["fraction"]], "2", jobs.parent)
+    if strict:  # double into bigint may lose data: refused, nothing committed
+        with pytest.raises(DestinationTerminalException, match="strict casting"):
+            client.commit_files(table, [files["whole"]], "3", jobs.parent)
+    else:  # the value converts exactly: it lands
+        client.commit_files(table, [files["whole"]], "3", jobs.parent)
+    landed = sorted(r["v"] for r in client.load_table("vals").scan().to_arrow().to_pylist())
+    assert landed == ([1, 2] if strict else [1, 2, 3])
+
+
+def test_replace_empties_a_nested_table_without_rows_in_the_load(tmp_path: Path) -> None:
+    @dlt.resource(name="docs", write_disposition="replace")
+    def docs(with_tags: bool) -> Iterator[dict[str, Any]]:
+        yield {"id": 1, "tags": ["a", "b"] if with_tags else []}
+
+    p = pipeline(tmp_path)
+    p.run(docs(True))
+    assert len(rows(p, "docs__tags")) == 2
+    p.run(docs(False))
+    assert [r["id"] for r in rows(p, "docs")] == [1]
+    assert rows(p, "docs__tags") == []
+    client = p.destination_client()
+    assert isinstance(client, IcebergJobClient)
+    assert len(client.load_table("docs__tags").metadata.snapshots) == 2  # history kept
+
+
+def test_refresh_drop_resources_drops_the_iceberg_table(tmp_path: Path) -> None:
+    p = pipeline(tmp_path)
+    p.run(items(5))
+    p.run(items(2), refresh="drop_resources")
+    assert sorted(r["id"] for r in rows(p, "items")) == [0, 1]
+    client = p.destination_client()
+    assert isinstance(client, IcebergJobClient)
+    assert len(client.load_table("items").metadata.snapshots) == 1
+
+
+def test_refresh_drop_data_empties_an_append_table_before_the_load(tmp_path: Path) -> None:
+    p = pipeline(tmp_path)
+    p.run(items(5))
+    p.run(items(3), refresh="drop_data")
+    assert sorted(r["id"] for r in rows(p, "items")) == [0, 1, 2]
+
+
+def test_dlt_data_types_round_trip(tmp_path: Path) -> None:
+    row = {
+        "i": 2**40, "f": 1.25, "s": "text", "b": True, "ts": datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc),
+        "d": date(2024, 5, 6), "t": time(7, 8, 9), "dec": Decimal("12.345000000"), "bin": b"\x00\x01", "j": {"a": [1, 2]},
+    }
+
+    @dlt.resource(name="typed", columns={"j": {"data_type": "json"}, "dec": {"data_type": "decimal"}})
+    def typed() -> Iterator[dict[str, Any]]:
+        yield row
+
+    p = pipeline(tmp_path)
+    p.run(typed())
+    (got,) = rows(p, "typed")
+    assert {k: got[k] for k in row if k != "j"} == {k: v for k, v in row.items() if k != "j"}
+    assert json.loads(got["j"]) == row["j"]
+    (via_dataset,) = p.dataset().typed.arrow().to_pylist()
+    assert via_dataset["ts"] == row["ts"] and via_dataset["dec"] == row["dec"]
+
+
+def test_a_pipeline_runs_inside_a_running_event_loop(tmp_path: Path) -> None:
+    """As in a notebook or async application code: the client never nests event loops."""
+
+    async def main() -> None:
+        pipeline(tmp_path).run(items(3))
+
+    asyncio.run(main())
+    assert sorted(r["id"] for r in rows(pipeline(tmp_path), "items")) == [0, 1, 2]
