@@ -84,11 +84,11 @@ def test_transient_commit_failures_are_retried_in_the_job(tmp_path: Path, monkey
     calls: list[int] = []
     apply = SnapshotCommitter.apply
 
-    def flaky(self: SnapshotCommitter, loaded: Any) -> Any:
+    def flaky(self: SnapshotCommitter, loaded: Any, extra_delete_keys: Any = None) -> Any:
         calls.append(1)
         if len(calls) <= 2:
             raise CommitFailedException("concurrent commit")
-        return apply(self, loaded)
+        return apply(self, loaded, extra_delete_keys)
 
     monkeypatch.setattr(SnapshotCommitter, "apply", flaky)
     p = pipeline(tmp_path, max_retries=3, retry_backoff_base=1.0)
