@@ -166,8 +166,10 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         """For a nested table of a merge: the ``_dlt_id`` of every root row in this load, as
         values of the nested table's root key, so children of an updated or deleted parent go
         even when the parent now has none. None for other tables."""
-        root = self._root(str(table["name"]))
-        if root == table["name"] or self.schema.tables[root].get("write_disposition") != "merge" or len(merge_key) != 1:
+        if not table.get("parent") or len(merge_key) != 1:
+            return None
+        root = self._root(str(table["parent"]))
+        if self.schema.tables[root].get("write_disposition") != "merge":
             return None
         dlt_id = self._column("_dlt_id")
         ids = [pq.read_table(p, columns=[dlt_id]).column(0) for p in sorted(package.glob(f"*/{root}.*.parquet"))]
