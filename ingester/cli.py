@@ -1,4 +1,4 @@
-"""``ingester run | publish | tables | demo | settings | replay-deadletters``."""
+"""``ingester run | publish | tables | maintain | demo | settings | replay-deadletters``."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+import click
 import typer
+from pydantic import ValidationError
 
+from ingester.errors import describe_validation_error, is_auth_failure
 from ingester.settings import CONFIG_ENV, Settings
 
 app = typer.Typer(
@@ -57,9 +62,25 @@ def _setup_logging(settings: Settings) -> None:
 def _settings() -> Settings:
     try:
         return Settings()
-    except Exception as exc:  # pydantic ValidationError: say which setting, no traceback
+    except ValidationError as exc:  # which setting and why, never the value: it may be a secret
+        typer.echo(f"error: invalid settings: {describe_validation_error(exc)}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG) from None
+    except Exception as exc:  # a TOML or env syntax error: say which, no traceback
         typer.echo(f"error: invalid settings: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_CONFIG) from None
+
+
+@contextmanager
+def _fails_cleanly() -> Iterator[None]:
+    """An error inside ends the command with one line on stderr and exit code 1, never a
+    traceback (its frames hold settings and catalog properties)."""
+    try:
+        yield
+    except click.exceptions.Exit:
+        raise
+    except Exception as exc:
+        typer.echo(f"error: {_describe(exc)}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 def _version(value: bool) -> None:
@@ -95,12 +116,21 @@ def run(
     try:
         stats = anyio.run(_run_engine, settings, exit_when_idle)
     except Exception as exc:
-        log.error("stopped on an error, nothing after the last commit was acked: %s: %s", type(exc).__name__, exc)
+        log.error("stopped on an error, nothing after the last commit was acked: %s", _describe(exc))
         raise typer.Exit(EXIT_FAILED) from None
     log.info(
         "stopped: %d events, %d rows, %d snapshots, %d duplicates skipped, %d dead letters",
         stats.events, stats.rows, stats.snapshots, stats.duplicates, stats.dead_letters,
     )
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of each distinct error, out of the task groups' exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(dict.fromkeys(_describe(e) for e in exc.exceptions))
+    if is_auth_failure(exc):
+        return f"authentication failed, check the credentials: {type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def _run_engine(settings: Settings, exit_when_idle: bool) -> Any:
@@ -159,11 +189,12 @@ def publish_cmd(
         else:
             typer.echo(f"error: {path} is neither a parquet file nor a dlt load package", err=True)
             raise typer.Exit(EXIT_BAD_CONFIG)
-    queue = build_queue(settings)
-    try:
-        count = publish(events, build_stager(settings), queue)
-    finally:
-        queue.close()
+    with _fails_cleanly():
+        queue = build_queue(settings)
+        try:
+            count = publish(events, build_stager(settings), queue)
+        finally:
+            queue.close()
     typer.echo(f"published {count} events")
 
 
@@ -174,13 +205,42 @@ def tables(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] 
     from ingester.tables import list_tables
 
     settings = _settings()
-    infos = list_tables(open_catalog(settings.catalog, settings.home_dir))
+    with _fails_cleanly():
+        infos = list_tables(open_catalog(settings.catalog, settings.home_dir))
     if as_json:
         typer.echo(json.dumps([t.as_dict() for t in infos], indent=2))
         return
     typer.echo(f"{'table':<32} {'rows':>10} {'snapshots':>9}  last_commit")
     for t in infos:
         typer.echo(f"{t.name:<32} {t.rows:>10} {t.snapshots:>9}  {t.last_commit or '-'}")
+
+
+@app.command()
+def maintain(
+    table: Annotated[str | None, typer.Option(help="namespace.table, or a table of the default namespace; default: all")] = None,
+) -> None:
+    """Run one maintenance round now: compact small files, expire old snapshots (settings: maintenance.*).
+
+    Safe next to a running daemon: a round that meets a concurrent commit skips that step.
+    """
+    from ingester.catalog import open_catalog
+    from ingester.window import TableRef
+    from ingester.wiring import build_maintenance
+
+    settings = _settings()
+    _setup_logging(settings)
+    catalog = open_catalog(settings.catalog, settings.home_dir)
+    if table:
+        namespace, _, name = table.rpartition(".")
+        refs = [TableRef(namespace or settings.routing.namespace_prefix + settings.routing.namespace, name)]
+    else:
+        refs = [TableRef(".".join(i[:-1]), i[-1]) for ns in catalog.list_namespaces() for i in catalog.list_tables(ns)]
+    schedule = build_maintenance(settings, catalog)
+    reports = [schedule.run(ref) for ref in refs]
+    for report in reports:
+        typer.echo(report.describe())
+    if any(r.error for r in reports):
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
-from pyiceberg.table import Table, Transaction
+from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
+from pyiceberg.table import Table, TableProperties, Transaction
 
 from ingester import markers as mk
 from ingester.chunks import DEFAULT_CHUNK_BYTES, BadFile, SourceFile
-from ingester.errors import TerminalError
+from ingester.errors import SchemaConflict, TerminalError
 from ingester.events import FileEvent, WriteDisposition
 from ingester.partitioning import spec_for
 from ingester.schema import evolution, normalize_schema, table_arrow_schema, to_iceberg
@@ -65,6 +66,26 @@ class CommitResult:
     zero_copy: bool = False
 
 
+def _fail_on_conflict(table: Table) -> None:
+    """Make the next commit raise ``CommitFailedException`` when another writer committed
+    meanwhile, instead of pyiceberg rebasing it onto the new snapshot: a rebased snapshot keeps
+    the offset markers computed against the old parent (forgetting the other writer's offsets)
+    and skips the duplicate check. The caller's retry runs ``apply`` again from fresh markers.
+    Local to this table object; the table's properties in the catalog are not changed."""
+    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
+    table.metadata = table.metadata.model_copy(update={"properties": props})
+
+
+def _check_file(schema: pa.Schema, event: FileEvent) -> None:
+    """A file must be able to make its table on its own: Iceberg types (else
+    ``UnsupportedPyArrowTypeException``), partition hints that fit its columns and its key
+    columns present (else ``SchemaConflict``). Checked per file, so no batch fails on one."""
+    spec_for(to_iceberg(schema), event.columns, event.describe())
+    for key in (*event.primary_key, *event.merge_key):
+        if key not in schema.names:
+            raise SchemaConflict(event.describe(), key, "key column is not in the file")
+
+
 class SnapshotCommitter:
     """Commits batches to tables of one catalog. Thread-safe across tables; callers keep
     commits of one table in order (one at a time)."""
@@ -79,7 +100,12 @@ class SnapshotCommitter:
         merge_batch_size: int = 500_000,
         zero_copy: bool = True,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        fail_on_reject: bool = False,
+        verify_files: bool = True,
     ) -> None:
+        """``fail_on_reject``: raise ``TerminalError`` instead of committing the rest when a file
+        is set aside (all-or-nothing per batch, as a dlt load job needs). ``verify_files``: decode
+        files before registering them zero-copy (off only for files this process just wrote)."""
         self.catalog = catalog
         self.reader = reader
         self.group = group
@@ -87,6 +113,8 @@ class SnapshotCommitter:
         self.merge_batch_size = merge_batch_size
         self.zero_copy = zero_copy
         self.chunk_bytes = chunk_bytes
+        self.fail_on_reject = fail_on_reject
+        self.verify_files = verify_files
         self._markers = mk.MarkerCache()
         self._lock = threading.Lock()
 
@@ -98,9 +126,11 @@ class SnapshotCommitter:
             try:
                 pf = self.reader.open(ev)
                 raw = pf.schema_arrow
+                schema = normalize_schema(raw, ev.columns)
+                _check_file(schema, ev)
                 files.append(
                     SourceFile(
-                        item, normalize_schema(raw, ev.columns), raw, pf.metadata.num_rows,
+                        item, schema, raw, pf.metadata.num_rows,
                         open=lambda ev=ev: self.reader.open(ev),  # type: ignore[misc]
                         open_raw=lambda ev=ev: self.reader.open_raw(ev),  # type: ignore[misc]
                         location=self.reader.check(ev.location) if ev.location else None,
@@ -108,31 +138,40 @@ class SnapshotCommitter:
                 )
             except TerminalError as exc:
                 rejected.append(Rejected(ev, item.position, str(exc)))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnsupportedPyArrowTypeException) as exc:
                 rejected.append(Rejected(ev, item.position, f"{ev.describe()}: {exc}"))
         return LoadedBatch(batch, tuple(files), tuple(rejected))
 
-    def commit(self, batch: Batch) -> CommitResult:
+    def commit(self, batch: Batch, extra_delete_keys: pa.Table | None = None) -> CommitResult:
         """``read`` then ``apply`` (no retries)."""
-        return self.apply(self.read(batch))
+        return self.apply(self.read(batch), extra_delete_keys)
 
-    def apply(self, loaded: LoadedBatch) -> CommitResult:
-        """Make the one snapshot for ``loaded``; returns what landed. Idempotent."""
+    def apply(self, loaded: LoadedBatch, extra_delete_keys: pa.Table | None = None) -> CommitResult:
+        """Make the one snapshot for ``loaded``; returns what landed. Idempotent.
+
+        ``extra_delete_keys`` (merge only): more merge-key values whose rows are deleted, e.g.
+        the parents of a dlt load for a nested table; with them a batch without files still
+        deletes (``loaded.batch`` then names the table and its merge key, not files)."""
         ref = loaded.batch.table
         rejected = list(loaded.rejected)
         if not loaded.files:
+            if extra_delete_keys is not None and extra_delete_keys.num_rows and not rejected:
+                return self._delete_only(loaded.batch, extra_delete_keys)
             return CommitResult(ref, None, rejected=tuple(rejected))
         table = self._table(ref, loaded.files)
         state = self._markers.read(str(ref), table)
-        todo = [f for f in loaded.files if not self._is_duplicate(f, state)]
+        todo = self._new_files(loaded.files, state)
         duplicates = len(loaded.files) - len(todo)
         todo = self._evolve(table, todo, rejected)
         while todo:
+            if rejected and self.fail_on_reject:
+                raise TerminalError("; ".join(r.reason for r in rejected))
             props = self._properties(loaded.batch, todo, state)
             target = table_arrow_schema(table.schema())
             try:
+                _fail_on_conflict(table)
                 with table.transaction() as tx:
-                    rows, zero = self._write(tx, table, loaded.batch, todo, target, props, state)
+                    rows, zero = self._write(tx, table, loaded.batch, todo, target, props, state, extra_delete_keys)
             except BadFile as bad:
                 rejected.append(Rejected(bad.file.item.event, bad.file.item.position, str(bad)))
                 todo = [f for f in todo if f is not bad.file]
@@ -142,6 +181,35 @@ class SnapshotCommitter:
             log.info("committed %s: %d rows from %d files, snapshot %s", ref, rows, len(todo), snap and snap.snapshot_id)
             return CommitResult(ref, snap.snapshot_id if snap else None, rows, len(todo), duplicates, tuple(rejected), zero)
         return CommitResult(ref, None, duplicates=duplicates, rejected=tuple(rejected))
+
+    def _delete_only(self, batch: Batch, keys: pa.Table) -> CommitResult:
+        ref = batch.table
+        try:
+            table = self.catalog.load_table((ref.namespace, ref.name))
+        except NoSuchTableError:
+            return CommitResult(ref, None)
+        if table.current_snapshot() is None:
+            return CommitResult(ref, None)
+        state = self._markers.read(str(ref), table)
+        _fail_on_conflict(table)
+        with table.transaction() as tx:
+            self._write(tx, table, batch, [], table_arrow_schema(table.schema()),
+                        self._properties(batch, [], state), state, keys)
+        snap = table.current_snapshot()
+        return CommitResult(ref, snap.snapshot_id if snap else None)
+
+    def _new_files(self, files: Sequence[SourceFile], state: mk.TableMarkers) -> list[SourceFile]:
+        """Files not committed before, each event id once (the first copy in the batch)."""
+        seen: set[str] = set()
+        new = []
+        for f in files:
+            event_id = f.item.event.event_id
+            if self._is_duplicate(f, state) or event_id in seen:
+                continue
+            if event_id is not None:
+                seen.add(event_id)
+            new.append(f)
+        return new
 
     def _is_duplicate(self, f: SourceFile, state: mk.TableMarkers) -> bool:
         ev, pos = f.item.event, f.item.position
@@ -156,9 +224,9 @@ class SnapshotCommitter:
             return table
         except NoSuchTableError:
             pass
+        # the first file makes the table, with its partition hints (``read`` checked they fit it)
         schema = to_iceberg(files[0].schema)
-        columns = {k: v for f in files for k, v in f.item.event.columns.items()}
-        spec = spec_for(schema, columns, str(ref))
+        spec = spec_for(schema, files[0].item.event.columns, str(ref))
         with self._lock:
             try:
                 self.catalog.create_namespace(ref.namespace)
@@ -205,7 +273,7 @@ class SnapshotCommitter:
 
     def _write(
         self, tx: Transaction, table: Table, batch: Batch, files: list[SourceFile], target: pa.Schema,
-        props: dict[str, str], state: mk.TableMarkers,
+        props: dict[str, str], state: mk.TableMarkers, extra_delete_keys: pa.Table | None = None,
     ) -> tuple[int, bool]:
         """Fill the transaction's one snapshot; returns (rows written, zero-copy used)."""
         disposition = batch.disposition
@@ -214,11 +282,11 @@ class SnapshotCommitter:
             disposition = WriteDisposition.APPEND  # a later window of the same replace load
         if disposition is WriteDisposition.APPEND:
             return append(tx, table, files, target, props, strict=self.strict, chunk_bytes=self.chunk_bytes,
-                          zero_copy=self.zero_copy, batch_id=batch.batch_id)
+                          zero_copy=self.zero_copy, batch_id=batch.batch_id, verify=self.verify_files)
         if disposition is WriteDisposition.REPLACE:
             if load_id:
                 props[mk.REPLACE_LOAD_ID] = load_id
             return replace_all(tx, table, files, target, props, strict=self.strict, chunk_bytes=self.chunk_bytes), False
-        rows = merge_into(tx, table, files, target, props, files[0].item.event, strict=self.strict,
-                          chunk_bytes=self.chunk_bytes, chunk_rows=self.merge_batch_size)
+        rows = merge_into(tx, table, files, target, props, batch.items[0].event, strict=self.strict,
+                          chunk_bytes=self.chunk_bytes, chunk_rows=self.merge_batch_size, extra_keys=extra_delete_keys)
         return rows, False

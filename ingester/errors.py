@@ -5,6 +5,11 @@ Adapters translate library exceptions into these at the boundary (``is_transient
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class TerminalError(Exception):
     """Bad input: retrying cannot help. The event goes to the dead letters with this text."""
@@ -32,9 +37,32 @@ _TRANSIENT_IO_MARKERS = (
 )
 
 
+# pyarrow's names (in its OSError texts) and S3's codes for refused credentials
+_S3_AUTH_ERRORS = ("SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "ACCESS_DENIED",
+                   "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Each wrong field and why, never the input values (a value may be a secret)."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"field '{where}': {err['msg']}" if where else err["msg"])
+    return "; ".join(parts)
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    """True when the catalog or the S3 store refused our credentials: retrying cannot help."""
+    from pyiceberg.exceptions import ForbiddenError, OAuthError, UnauthorizedError
+
+    if isinstance(exc, (OAuthError, UnauthorizedError, ForbiddenError)):
+        return True
+    return isinstance(exc, OSError) and any(code in str(exc) for code in _S3_AUTH_ERRORS)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for network, server-side, throttling and commit-conflict errors that a retry may fix."""
-    if isinstance(exc, TerminalError):
+    if isinstance(exc, TerminalError) or is_auth_failure(exc):  # refused credentials stay refused
         return False
     from pyiceberg import exceptions as ice
 

@@ -26,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ingester.errors import describe_validation_error
+
 ENVELOPE_VERSION = 1
 MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_]{0,254}$"
@@ -90,28 +92,22 @@ class _Envelope(BaseModel):
         return v
 
 
-def _describe_errors(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in err["loc"]) or "<envelope>"
-        parts.append(f"field '{where}': {err['msg']}")
-    return "; ".join(parts)
-
-
 def decode_event(raw: bytes) -> FileEvent:
     """Parse one queue message. Raises ``InvalidEvent`` naming the field that is wrong."""
     if len(raw) > MAX_ENVELOPE_BYTES:
         raise InvalidEvent(f"envelope is {len(raw)} bytes, over the {MAX_ENVELOPE_BYTES} limit")
     try:
         obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers over the digit limit
         raise InvalidEvent(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent("not JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise InvalidEvent(f"envelope must be a JSON object, got {type(obj).__name__}")
     try:
         env = _Envelope.model_validate(obj)
     except ValidationError as exc:
-        raise InvalidEvent(_describe_errors(exc)) from None
+        raise InvalidEvent(describe_validation_error(exc)) from None
     if (env.location is None) == (env.data is None):
         raise InvalidEvent("exactly one of fields 'location' and 'data' must be set")
     data = None

@@ -5,7 +5,10 @@ A location outside ``allowed_prefixes`` is refused before anything is opened.
 
 from __future__ import annotations
 
+import errno
+import os
 import posixpath
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -17,18 +20,26 @@ from pyarrow import fs as pafs
 from ingester.errors import LocationRefused, UnreadableFile
 from ingester.events import FileEvent
 
+_BAD_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP, errno.EINVAL)
+
 
 def canonical(location: str) -> str:
     """``file:///a/../b`` and ``/b`` -> ``file:///b``; ``s3://bkt/a/./k`` -> ``s3://bkt/a/k``.
 
-    Raises ``LocationRefused`` for schemes other than file and s3.
+    Raises ``LocationRefused`` for schemes other than file and s3, and for local paths that
+    cannot be resolved (NUL bytes, symlink loops).
     """
     parsed = urlparse(location)
     if parsed.scheme in ("", "file"):
         path = unquote(parsed.path if parsed.scheme else location)
         if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
             raise LocationRefused(f"file location with a host is not allowed: {location!r}")
-        return Path(path).resolve().as_uri()
+        if "\x00" in path:
+            raise LocationRefused(f"location {location!r} contains a NUL byte")
+        try:
+            return Path(path).resolve().as_uri()
+        except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+            raise LocationRefused(f"location {location!r} cannot be resolved: {exc}") from None
     if parsed.scheme in ("s3", "s3a"):
         key = posixpath.normpath("/" + unquote(parsed.path)).lstrip("/")
         return f"s3://{parsed.netloc}/{key}"
@@ -67,7 +78,13 @@ class FileReader:
                 if self._s3 is None:
                     raise UnreadableFile(f"{event.describe()}: no S3 store is configured")
                 return self._s3.open_input_file(loc[5:])
-            return pa.memory_map(urlparse(loc).path)
+            path = unquote(urlparse(loc).path)
+            mode = os.stat(path).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(path)
+            if not stat.S_ISREG(mode):  # opening a FIFO blocks forever, a device never ends
+                raise UnreadableFile(f"{event.describe()}: not a regular file")
+            return pa.memory_map(path)
         except FileNotFoundError:
             raise UnreadableFile(f"{event.describe()}: file not found") from None
         except IsADirectoryError:
@@ -75,6 +92,8 @@ class FileReader:
         except PermissionError:
             raise UnreadableFile(f"{event.describe()}: permission denied") from None
         except OSError as exc:
+            if exc.errno in _BAD_PATH_ERRNOS:  # the name itself is wrong: retrying cannot help
+                raise UnreadableFile(f"{event.describe()}: {exc.strerror}") from None
             if "NoSuchKey" in str(exc) or "does not exist" in str(exc) or "Path does not exist" in str(exc):
                 raise UnreadableFile(f"{event.describe()}: file not found") from None
             raise

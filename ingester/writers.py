@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,7 +25,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.update.snapshot import _SnapshotProducer
 
-from ingester.chunks import SourceFile, chunked, file_batches
+from ingester.chunks import READ_BATCH_ROWS, BadFile, SourceFile, chunked, file_batches
 from ingester.deletes import MergeOnReadFiles, matching_positions, write_position_deletes
 from ingester.events import FileEvent
 
@@ -76,7 +76,7 @@ def fits_as_is(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> 
     if not table.spec().is_unpartitioned():
         return False
     for f in files:
-        if f.item.event.data is not None:
+        if f.item.event.data is not None or not f.raw_schema.names:  # add_files reads column 0's stats
             return False
         for field in f.raw_schema:
             if field.name not in target.names or (field.metadata and b"PARQUET:field_id" in field.metadata):
@@ -85,6 +85,17 @@ def fits_as_is(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> 
             if not (field.type.equals(want) or (pa.types.is_large_string(field.type) and pa.types.is_string(want))):
                 return False
     return True
+
+
+def verify_pages(files: Sequence[SourceFile]) -> None:
+    """Decode every page: a file registered as-is with a corrupt page (its footer fine) would
+    break every reader of the table. Raises ``BadFile``."""
+    for f in files:
+        try:
+            for _ in f.open().iter_batches(batch_size=READ_BATCH_ROWS):
+                pass
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
 
 
 def copy_into_table(table: Table, files: Sequence[SourceFile], batch_id: str) -> list[str]:
@@ -107,7 +118,8 @@ def copy_into_table(table: Table, files: Sequence[SourceFile], batch_id: str) ->
 def _link(source: str | None, dest: str) -> bool:
     if not (source and source.startswith("file://") and dest.startswith("file://")):
         return False
-    src, dst = Path(urlparse(source).path), Path(urlparse(dest).path)
+    # our locations are percent-encoded URIs (``canonical``); pyiceberg's are taken literally
+    src, dst = Path(unquote(urlparse(source).path)), Path(urlparse(dest).path)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.unlink(missing_ok=True)
@@ -119,10 +131,13 @@ def _link(source: str | None, dest: str) -> bool:
 
 def append(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
-    *, strict: bool, chunk_bytes: int, zero_copy: bool, batch_id: str,
+    *, strict: bool, chunk_bytes: int, zero_copy: bool, batch_id: str, verify: bool = True,
 ) -> tuple[int, bool]:
-    """Returns (rows, whether the files were registered zero-copy)."""
+    """Returns (rows, whether the files were registered zero-copy). ``verify`` decodes every
+    page of a file before registering it as-is (untrusted producers)."""
     if zero_copy and fits_as_is(files, target, table):
+        if verify:
+            verify_pages(files)
         paths = copy_into_table(table, files, batch_id)
         tx.add_files(paths, snapshot_properties=props, check_duplicate_files=False)
         return sum(f.rows for f in files), True
@@ -197,7 +212,7 @@ def _winners(
 
 def merge_into(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
-    event: FileEvent, *, strict: bool, chunk_bytes: int, chunk_rows: int,
+    event: FileEvent, *, strict: bool, chunk_bytes: int, chunk_rows: int, extra_keys: pa.Table | None = None,
 ) -> int:
     """Upsert by primary key (last row per key wins) or delete-insert by merge key; rows
     flagged by a ``hard_delete`` column delete their key and are not inserted.
@@ -207,6 +222,9 @@ def merge_into(
     names = list(event.primary_key or event.merge_key)
     hard = _hard_delete_columns(event, target)
     keys, insert_rows = _winners(files, target, names, hard, bool(event.primary_key), strict)
+    if extra_keys is not None and extra_keys.num_rows:
+        extra = extra_keys.select(names).cast(keys.schema)
+        keys = pa.concat_tables([keys, extra]).group_by(names, use_threads=False).aggregate([])
     producer = MergeOnReadFiles(transaction=tx, io=table.io, snapshot_properties=props)
     with producer:
         if table.current_snapshot() is not None and keys.num_rows:

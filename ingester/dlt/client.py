@@ -135,6 +135,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             strict_casting=self.config.strict_casting,
             merge_batch_size=self.config.merge_batch_size,
             fail_on_reject=True,
+            verify_files=False,  # dlt's normalizer just wrote these files in this load package
         )
 
     def _retried(self, fn: Callable[[], T], what: str) -> T:
