@@ -3,10 +3,11 @@
 Backpressure: admission is refused when in-flight bytes would pass the budget; then the
 source is paused, the largest open window is flushed, and the loop keeps polling (a Kafka
 consumer stays in its group) until commits free room. Acks follow commits, never precede.
+Table maintenance (``ingester.maintenance``) runs in a table's worker between its batches when due.
 
 Test-only fault hook: ``INGESTER_TEST_CRASH=before-commit:<n>`` (or ``after-commit:<n>``)
 SIGKILLs the process when a batch is about to be committed (or was just committed, before
-its ack) while ``n`` snapshots are committed; crash tests use it to hit a point exactly.
+its ack) once at least ``n`` snapshots are committed; crash tests use it to hit a point exactly.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from ingester.commit import CommitResult, SnapshotCommitter
 from ingester.deadletter import DeadLetter, DeadLetterSink
 from ingester.events import InvalidEvent, decode_event, encode_event
+from ingester.maintenance import MaintenanceSchedule
 from ingester.metrics import Heartbeat, Metrics, ReportsLag
 from ingester.retry import RetryPolicy
 from ingester.routing import Router
@@ -40,7 +42,8 @@ CRASH_ENV = "INGESTER_TEST_CRASH"
 
 def _crash_point(point: str, snapshots: int) -> None:
     """The test-only fault hook (see the module docstring)."""
-    if os.environ.get(CRASH_ENV) == f"{point}:{snapshots}":
+    wanted, _, after = os.environ.get(CRASH_ENV, "").partition(":")
+    if wanted == point and snapshots >= int(after):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -78,6 +81,7 @@ class Engine:
         poll_max_records: int = 500,
         poll_timeout_s: float = 0.2,
         metrics: Metrics | None = None,
+        maintenance: MaintenanceSchedule | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
@@ -90,6 +94,7 @@ class Engine:
         self.retry = retry or RetryPolicy(max_retries=None)
         self.metrics = metrics or Metrics()
         self.heartbeat = Heartbeat()
+        self.maintenance = maintenance
         self._workers = workers
         self._poll_max = poll_max_records
         self._poll_timeout = poll_timeout_s
@@ -263,6 +268,9 @@ class Engine:
         async with batches:
             async for batch in batches:
                 await self._commit(batch)
+                if self.maintenance is not None and self.maintenance.is_due(batch.table):
+                    # the table's own worker, between its batches: never races our commits to it
+                    await anyio.to_thread.run_sync(self.maintenance.run, batch.table)
 
     async def _commit(self, batch: Batch) -> None:
         started = time.monotonic()

@@ -27,6 +27,11 @@ DEFAULT_MAX_BATCH_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_BATCH_AGE_S = 10.0
 DEFAULT_MAX_INFLIGHT_BYTES = 1024 * 1024 * 1024
 DEFAULT_MERGE_BATCH_SIZE = 500_000
+DEFAULT_MAINTENANCE_INTERVAL_S = 600.0
+DEFAULT_EXPIRE_OLDER_THAN_S = 6 * 3600.0
+DEFAULT_RETAIN_LAST = 100
+DEFAULT_TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
+DEFAULT_MIN_INPUT_FILES = 5
 CONFIG_ENV = "INGESTER_CONFIG"
 
 
@@ -124,6 +129,24 @@ class MetricsSettings(_Section):
     port: int = Field(0, ge=0, le=65535, description="0 disables the HTTP endpoint")
 
 
+class MaintenanceSettings(_Section):
+    """Snapshot expiry and small-file compaction, run by each table's commit worker when due."""
+
+    enabled: bool = Field(True, description="run maintenance from the daemon on a schedule")
+    interval_s: float = Field(DEFAULT_MAINTENANCE_INTERVAL_S, gt=0, description="time between rounds per table")
+    expire_older_than_s: float = Field(
+        DEFAULT_EXPIRE_OLDER_THAN_S, ge=0,
+        description="expire snapshots older than this; event-id / load-id dedupe reaches back this far",
+    )
+    retain_last: int = Field(DEFAULT_RETAIN_LAST, ge=1, description="always keep this many newest snapshots")
+    target_file_size_bytes: int = Field(
+        DEFAULT_TARGET_FILE_SIZE_BYTES, ge=1, description="compacted data file size (on disk, estimated)"
+    )
+    min_input_files: int = Field(
+        DEFAULT_MIN_INPUT_FILES, ge=1, description="compact a partition once it has this many small files"
+    )
+
+
 class Settings(BaseSettings):
     """All settings of one ingester process."""
 
@@ -142,6 +165,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     deadletter: DeadLetterSettings = DeadLetterSettings()
     metrics: MetricsSettings = MetricsSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

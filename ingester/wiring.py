@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pyarrow import fs as pafs
+from pyiceberg.catalog import Catalog
 
 from ingester.catalog import open_catalog
 from ingester.commit import SnapshotCommitter
 from ingester.deadletter import DeadLetterSink, FolderDeadLetters
 from ingester.engine import Engine
+from ingester.maintenance import MaintenancePolicy, MaintenanceSchedule, TableMaintainer
 from ingester.metrics import Metrics
 from ingester.publish import EventQueue, Stager
 from ingester.retry import RetryPolicy
@@ -81,12 +83,19 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
+def build_maintenance(settings: Settings, catalog: Catalog) -> MaintenanceSchedule:
+    m = settings.maintenance
+    policy = MaintenancePolicy(m.expire_older_than_s, m.retain_last, m.target_file_size_bytes, m.min_input_files)
+    return MaintenanceSchedule(catalog, TableMaintainer(policy), m.interval_s)
+
+
 def build_engine(settings: Settings, source: Source | None = None, metrics: Metrics | None = None) -> Engine:
     source = source or build_source(settings)
     w = settings.window
+    committer = build_committer(settings, source.group)
     return Engine(
         source,
-        build_committer(settings, source.group),
+        committer,
         build_deadletters(settings),
         limits=BatchLimits(w.max_batch_files, w.max_batch_rows, w.max_batch_bytes, w.max_batch_age_s),
         max_inflight_bytes=w.max_inflight_bytes,
@@ -96,4 +105,5 @@ def build_engine(settings: Settings, source: Source | None = None, metrics: Metr
         poll_max_records=settings.source.poll_max_records,
         poll_timeout_s=settings.source.poll_timeout_s,
         metrics=metrics,
+        maintenance=build_maintenance(settings, committer.catalog) if settings.maintenance.enabled else None,
     )
