@@ -1,7 +1,7 @@
 """The dlt job client: one snapshot per table per load through ``SnapshotCommitter``.
 
 The way dlt's filesystem/Iceberg client does it, restart-safe: every parquet job finishes at
-once without committing (``FinalizedLoadJobWithFollowupJobs``); when all jobs of a table
+once without committing (``StagedFileJob``, a no-op with follow-up jobs); when all jobs of a table
 chain are done, ``create_table_chain_completed_followup_jobs`` writes one reference job per
 table listing its files (kept in the load package); that follow-up job makes the single
 commit. The commit carries one event id per file (load id + table + file name) in the
@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from dlt.common.destination import DestinationCapabilitiesContext
 from dlt.common.destination.client import (
     FollowupJobRequest,
+    HasFollowupJobs,
     JobClientBase,
     LoadJob,
     PreparedTableSchema,
@@ -51,7 +52,7 @@ from dlt.common.schema.exceptions import TableNotFound
 from dlt.common.schema.typing import C_DLT_LOAD_ID, C_DLT_LOADS_TABLE_LOAD_ID, TTableFormat
 from dlt.common.storages import FileStorage
 from dlt.common.storages.load_package import LoadJobInfo, ParsedLoadJobFileName
-from dlt.destinations.job_impl import FinalizedLoadJobWithFollowupJobs, ReferenceFollowupJobRequest
+from dlt.destinations.job_impl import ReferenceFollowupJobRequest
 from dlt.destinations.sql_client import SqlClientBase, WithSqlClient
 from dlt.destinations.utils import verify_schema_merge_disposition
 from pyiceberg.catalog import Catalog, load_catalog
@@ -79,6 +80,17 @@ def iceberg_table_name(name: str) -> str:
     """The Iceberg name of dlt table ``name``: leading underscores dropped (``_dlt_loads`` ->
     ``dlt_loads``), since S3 Tables style catalogs refuse them."""
     return name.lstrip("_") or name
+
+
+class StagedFileJob(RunnableLoadJob, HasFollowupJobs):
+    """A first-level job: the file stays in the load package for its table's commit job.
+
+    Runs (doing nothing) in dlt's pool instead of finishing at creation, so dlt's loader is
+    woken when it completes and schedules the commit job at once (a job finalized at creation
+    leaves the loader asleep for its 1 s poll)."""
+
+    def run(self) -> None:
+        return None
 
 
 class IcebergCommitJob(RunnableLoadJob):
@@ -379,7 +391,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
     def create_load_job(self, table: PreparedTableSchema, file_path: str, load_id: str, restore: bool = False) -> LoadJob:
         if ReferenceFollowupJobRequest.is_reference_job(file_path):
             return IcebergCommitJob(file_path)
-        return FinalizedLoadJobWithFollowupJobs(file_path)
+        return StagedFileJob(file_path)
 
     def should_truncate_table_before_load(self, table_name: str) -> bool:
         return bool(self.prepare_load_table(table_name)["write_disposition"] == "replace")
