@@ -309,18 +309,21 @@ class TansuBroker:
     pid: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     attached: bool = True
+    advertised_port: int | None = None
+    """Port clients are told to use (a proxy in front of the broker); default ``port``."""
 
     @classmethod
     def start(cls, port: int | None = None, storage: str = "memory://tansu/",
               env: Mapping[str, str] | None = None, *, log_path: Path | None = None,
-              timeout: float = 30.0, attached: bool = True) -> TansuBroker:
+              timeout: float = 30.0, attached: bool = True, advertised_port: int | None = None) -> TansuBroker:
         """Start a broker and wait until it answers a Kafka Metadata request.
 
         ``memory://`` storage loses everything on stop; ``s3://BUCKET/`` needs the bucket and
         ``env`` from :meth:`SeaweedServer.s3_env`. Log defaults to a new temp dir.
         """
         log_path = log_path or Path(tempfile.mkdtemp(prefix="tansu-")) / "tansu.log"
-        broker = cls(port or free_port(), storage, Path(log_path), dict(env or {}), attached=attached)
+        broker = cls(port or free_port(), storage, Path(log_path), dict(env or {}), attached=attached,
+                     advertised_port=advertised_port)
         broker._launch(timeout)
         return broker
 
@@ -329,7 +332,8 @@ class TansuBroker:
         bindir = Path(spec.origin).parent / "bin" if spec and spec.origin else Path(sys.executable).parent
         tansu = _binary("tansu", bindir)
         url = f"tcp://127.0.0.1:{self.port}"
-        cmd = [tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
+        cmd = [tansu, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                "--storage-engine", self.storage]
         started = time.monotonic()
         proc = _spawn(cmd, {"NO_COLOR": "1", **self.env}, self.log_path, self.attached)

@@ -63,12 +63,13 @@ _CANNED = {
 class FaultProxy:
     """Runs an asyncio proxy in a background thread: ``FaultProxy(upstream_port, plan).start()``."""
 
-    def __init__(self, upstream_port: int, plan: FaultPlan, *, http: bool = True, host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream_port: int, plan: FaultPlan, *, http: bool = True, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.upstream = (host, upstream_port)
         self.plan = plan
         self.http = http
         self.counts: Counter[str] = Counter()
-        self.port = 0
+        self.port = port
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
@@ -90,7 +91,7 @@ class FaultProxy:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         handler = self._serve_http if self.http else self._serve_tcp
-        self._server = self._loop.run_until_complete(asyncio.start_server(handler, "127.0.0.1", 0))
+        self._server = self._loop.run_until_complete(asyncio.start_server(handler, "127.0.0.1", self.port))
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()

@@ -45,7 +45,20 @@ def capabilities() -> DestinationCapabilitiesContext:
     return caps
 
 
-class iceberg(Destination[IcebergClientConfiguration, "IcebergJobClient"]):
+class _EngineDestination:
+    """What both factories share: the job client (imported lazily) and the capabilities."""
+
+    @property
+    def client_class(self) -> type[IcebergJobClient]:
+        from ingester.dlt.client import IcebergJobClient
+
+        return IcebergJobClient
+
+    def _raw_capabilities(self) -> DestinationCapabilitiesContext:
+        return capabilities()
+
+
+class iceberg(_EngineDestination, Destination[IcebergClientConfiguration, "IcebergJobClient"]):
     """Load into Apache Iceberg through the ingester's commit path.
 
     With no arguments: the daemon's catalog and warehouse (the embedded SQLite catalog under
@@ -84,17 +97,8 @@ class iceberg(Destination[IcebergClientConfiguration, "IcebergJobClient"]):
             **kwargs,
         )
 
-    @property
-    def client_class(self) -> type[IcebergJobClient]:
-        from ingester.dlt.client import IcebergJobClient
 
-        return IcebergJobClient
-
-    def _raw_capabilities(self) -> DestinationCapabilitiesContext:
-        return capabilities()
-
-
-class iceberg_rest(Destination[IcebergRestClientConfiguration, "IcebergJobClient"]):
+class iceberg_rest(_EngineDestination, Destination[IcebergRestClientConfiguration, "IcebergJobClient"]):
     """dlt-iceberg's ``iceberg_rest`` (same parameters, names and defaults), on the ingester's
     commit path. Every parameter can also come from dlt config / secrets
     (``[destination.iceberg_rest]``, ``DESTINATION__ICEBERG_REST__CATALOG_URI``)."""
@@ -144,15 +148,6 @@ class iceberg_rest(Destination[IcebergRestClientConfiguration, "IcebergJobClient
             environment=environment,
             **kwargs,
         )
-
-    @property
-    def client_class(self) -> type[IcebergJobClient]:
-        from ingester.dlt.client import IcebergJobClient
-
-        return IcebergJobClient
-
-    def _raw_capabilities(self) -> DestinationCapabilitiesContext:
-        return capabilities()
 
 
 iceberg.register()
