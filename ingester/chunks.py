@@ -17,7 +17,7 @@ from ingester.schema import cast_to, normalize_schema
 from ingester.window import Pending
 
 READ_BATCH_ROWS = 65_536
-DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,9 @@ def file_batches(
             read_cols = [c for c in (columns or f.raw_schema.names) if c in f.raw_schema.names]
             for rb in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=read_cols):
                 table = pa.Table.from_batches([rb])
-                table = table.cast(normalize_schema(table.schema, f.item.event.columns))
+                normal = normalize_schema(table.schema, f.item.event.columns)
+                if not table.schema.equals(normal):
+                    table = table.cast(normal)
                 yield start, cast_to(table, wanted, f.describe(), strict)
                 start += rb.num_rows
         except TerminalError as exc:

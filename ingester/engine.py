@@ -167,8 +167,21 @@ class Engine:
                 if len(self.windows):
                     self._outbox.extend(self.windows.drain())
                     self._dispatch_nowait()
-                elif self.budget.used == 0 and self.tracker.pending() == 0 and await self.source.is_idle():
+                if await self._drained():
                     return
+
+    async def _drained(self) -> bool:
+        """For ``exit_when_idle``: wait for the commits in flight (still polling briefly, so a
+        new message ends the wait), then say whether the queue is empty and all is acked."""
+        while self.budget.used and not self._held:
+            with anyio.move_on_after(self._poll_timeout):
+                await self._progress.wait()
+            self._progress = anyio.Event()
+            if self.budget.used:
+                await self._poll(0.001)
+        if self._held or self._outbox or self.budget.used or self.tracker.pending():
+            return False
+        return await self.source.is_idle()
 
     async def _poll(self, timeout_s: float) -> int:
         """Poll and decode into ``_held``; returns the number of messages polled.

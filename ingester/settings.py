@@ -27,6 +27,7 @@ DEFAULT_MAX_BATCH_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_BATCH_AGE_S = 10.0
 DEFAULT_MAX_INFLIGHT_BYTES = 1024 * 1024 * 1024
 DEFAULT_MERGE_BATCH_SIZE = 500_000
+DEFAULT_WRITE_CHUNK_BYTES = 256 * 1024 * 1024
 DEFAULT_MAINTENANCE_INTERVAL_S = 600.0
 DEFAULT_EXPIRE_OLDER_THAN_S = 6 * 3600.0
 DEFAULT_RETAIN_LAST = 100
@@ -98,6 +99,10 @@ class CommitSettings(_Section):
     strict_casting: bool = False
     merge_batch_size: int = Field(DEFAULT_MERGE_BATCH_SIZE, ge=1)
     zero_copy: bool = Field(True, description="register parquet files as-is when their schema fits")
+    write_chunk_bytes: int = Field(
+        DEFAULT_WRITE_CHUNK_BYTES, ge=1024 * 1024,
+        description="arrow bytes per rewritten data file; up to 3 chunks are in memory while writing",
+    )
 
 
 class RoutingSettings(_Section):

@@ -41,6 +41,7 @@ def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
         strict_casting=settings.commit.strict_casting,
         merge_batch_size=settings.commit.merge_batch_size,
         zero_copy=settings.commit.zero_copy,
+        chunk_bytes=settings.commit.write_chunk_bytes,
     )
 
 

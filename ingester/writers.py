@@ -88,14 +88,19 @@ def fits_as_is(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> 
 
 
 def verify_pages(files: Sequence[SourceFile]) -> None:
-    """Decode every page: a file registered as-is with a corrupt page (its footer fine) would
-    break every reader of the table. Raises ``BadFile``."""
-    for f in files:
+    """Decode every page (two files at a time): a file registered as-is with a corrupt page
+    (its footer fine) would break every reader of the table. Raises ``BadFile``."""
+
+    def decode(f: SourceFile) -> None:
         try:
             for _ in f.open().iter_batches(batch_size=READ_BATCH_ROWS):
                 pass
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
             raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
+
+    with ThreadPoolExecutor(2, thread_name_prefix="ingester-verify") as pool:
+        for _ in pool.map(decode, files):
+            pass
 
 
 def copy_into_table(table: Table, files: Sequence[SourceFile], batch_id: str) -> list[str]:
