@@ -27,7 +27,7 @@ DEMO_ROWS = {"default.customers": 500, "default.orders": 2000, "default.page_vie
 
 def stack(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(REPO / "deploy" / "local-stack"), *args],
-                          capture_output=True, text=True, timeout=180, cwd=REPO)
+                          capture_output=True, text=True, timeout=180, cwd=REPO, check=False)
 
 
 def exports(stdout: str) -> dict[str, str]:
@@ -37,7 +37,7 @@ def exports(stdout: str) -> dict[str, str]:
 
 
 def table_rows(env: dict[str, str]) -> dict[str, int]:
-    out = subprocess.run([INGESTER, "tables", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([INGESTER, "tables", "--json"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     return {t["name"]: t["rows"] for t in json.loads(out.stdout)}
 
@@ -71,7 +71,7 @@ def test_local_stack_daemon_and_demo_producer(tmp_path: Path) -> None:
                 time.sleep(0.5)
 
         demo = subprocess.run([INGESTER, "demo"], env={**env, "INGESTER_METRICS__PORT": "0"},
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600, check=False)
         assert demo.returncode == 0, demo.stderr[-3000:]
 
         deadline = time.monotonic() + 180

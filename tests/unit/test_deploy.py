@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shlex
 import socket
@@ -44,16 +45,19 @@ PACKAGE_VERSION = version("ingester")
 # ---------------------------------------------------------------- helpers
 
 
-def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
-    """Build Settings exactly as the daemon would from this environment (and nothing else)."""
-    import os
-
+def only_env(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Exactly these INGESTER_* variables, and no ./ingester.toml."""
     for name in list(os.environ):
         if name.upper().startswith("INGESTER_"):
             monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray ./ingester.toml
+    monkeypatch.chdir(tmp_path)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+
+
+def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    """Settings exactly as the daemon would build them from this environment (and nothing else)."""
+    only_env(env, monkeypatch, tmp_path)
     return Settings()
 
 
@@ -99,7 +103,7 @@ def dockerfile_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for keyword, rest in dockerfile_instructions():
         if keyword == "ENV":
-            env.update(item.split("=", 1) for item in shlex.split(rest))
+            env.update((key, value) for key, _, value in (item.partition("=") for item in shlex.split(rest)))
     return env
 
 
@@ -320,7 +324,9 @@ def test_dockerfile_is_pinned_slim_non_root_with_healthcheck(monkeypatch: pytest
     assert all(is_setting_env(name) for name in ingester_envs(env))
     settings = settings_from(ingester_envs(env), monkeypatch, tmp_path)
     assert dict(instructions)["EXPOSE"] == str(settings.metrics.port)
-    assert "/healthz" in dict(instructions)["HEALTHCHECK"]
+    probe = json.loads(dict(instructions)["HEALTHCHECK"].split(" CMD ", 1)[1])
+    assert probe[:2] == ["python", "-c"] and "/healthz" in probe[2] and "INGESTER_METRICS__PORT" in probe[2]
+    compile(probe[2], "healthcheck", "exec")
     assert "--constraint" in next(rest for k, rest in instructions if k == "RUN" and "pip install" in rest)
     for keyword, rest in instructions:  # every COPY source from the context exists
         if keyword == "COPY" and not rest.startswith("--from"):
@@ -357,7 +363,7 @@ def test_constraints_pin_every_runtime_dependency() -> None:
 
 @pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
 def test_k8s_manifests_pass_the_schema(k8s_version: str, no_network: None) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    import kubernetes_validate  # test dependency: ships the schemas, no network
     docs = list(k8s_docs())
     assert {doc["kind"] for _, doc in docs} == {
         "ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
@@ -369,7 +375,7 @@ def test_k8s_manifests_pass_the_schema(k8s_version: str, no_network: None) -> No
 
 
 def test_schema_validation_catches_mistakes(no_network: None) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    import kubernetes_validate  # test dependency: ships the schemas, no network
     deployment = k8s_kind("Deployment")
     broken = json.loads(json.dumps(deployment))
     broken["spec"]["template"]["spec"]["terminationGracePeriod"] = 120  # misspelt field
@@ -460,7 +466,7 @@ def test_readme_operations_and_deployment_sections() -> None:
         assert f"\n{heading}\n" in operations
     deployment = section(text, "## Deployment")
     local = section(deployment, "### Local stack without Docker")
-    commands = [line for line in re.search(r"```bash\n(.*?)```", local, re.S)[1].splitlines() if line.strip()]  # type: ignore[index]
+    commands = [line for line in re.search(r"```bash\n(.*?)```", local, re.DOTALL)[1].splitlines() if line.strip()]  # type: ignore[index]
     assert len(commands) == 3
     assert commands[0].startswith('eval "$(deploy/local-stack up)"') and commands[1].startswith("ingester run")
     assert commands[2].startswith("deploy/local-stack down")
@@ -478,25 +484,34 @@ def test_readme_exit_codes_match_the_cli() -> None:
 # ---------------------------------------------------------------- CLI hooks
 
 
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """Commands replace the root handlers (stderr of the CliRunner): put the old ones back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
 def test_log_format_option(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("INGESTER_LOG_FORMAT", raising=False)
+    only_env({"INGESTER_LOG_FORMAT": "text"}, monkeypatch, tmp_path)  # the option overwrites it; undone after
     result = CliRunner().invoke(app, ["--log-format", "json", "settings"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["log_format"] == "json"
     assert CliRunner().invoke(app, ["--log-format", "xml", "settings"]).exit_code == 2
 
 
-def test_replay_deadletters_publishes_the_original_events(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_replay_deadletters_publishes_the_original_events(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, root_logging: None
+) -> None:
     from ingester.deadletter import DeadLetter, FolderDeadLetters
     from ingester.sources.base import Position
     from ingester.sources.spool import SpoolQueue
 
     home = tmp_path / "home"
-    for name in [n for n in __import__("os").environ if n.startswith("INGESTER_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("INGESTER_HOME", str(home))
-    monkeypatch.chdir(tmp_path)
+    only_env({"INGESTER_HOME": str(home)}, monkeypatch, tmp_path)
     sink = FolderDeadLetters(home / "deadletter")
     sink.write(DeadLetter("location outside the allowed prefixes", b'{"table": "a"}', Position("spool", 1), "a"))
     sink.write(DeadLetter("not JSON", b"garbage", Position("spool", 2)))
