@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from ingester.errors import TerminalError
 from ingester.schema import cast_to, normalize_schema
+from ingester.storage import raise_if_transient
 from ingester.window import Pending
 
 READ_BATCH_ROWS = 65_536
@@ -65,6 +66,7 @@ def file_batches(
         except TerminalError as exc:
             raise BadFile(f, str(exc)) from None
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise_if_transient(exc, f.item.event)
             raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
 
 

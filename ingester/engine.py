@@ -173,7 +173,7 @@ class Engine:
     async def _drained(self) -> bool:
         """For ``exit_when_idle``: wait for the commits in flight (still polling briefly, so a
         new message ends the wait), then say whether the queue is empty and all is acked."""
-        while self.budget.used and not self._held:
+        while self.budget.used and not self._held and not self._outbox:  # the loop dispatches the outbox
             with anyio.move_on_after(self._poll_timeout):
                 await self._progress.wait()
             self._progress = anyio.Event()

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from ingester.errors import LocationRefused, UnreadableFile
+from ingester.errors import LocationRefused, UnreadableFile, is_transient
 from ingester.events import FileEvent
 
 _BAD_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP, errno.EINVAL)
@@ -104,6 +104,7 @@ class FileReader:
         try:
             return pq.ParquetFile(source)
         except (pa.ArrowInvalid, OSError) as exc:
+            raise_if_transient(exc, event)
             raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None
 
     def read(self, event: FileEvent) -> pa.Table:
@@ -111,7 +112,15 @@ class FileReader:
         try:
             return pf.read()
         except (pa.ArrowInvalid, OSError) as exc:
+            raise_if_transient(exc, event)
             raise UnreadableFile(f"{event.describe()}: corrupt parquet data: {exc}") from None
+
+
+def raise_if_transient(exc: BaseException, event: FileEvent) -> None:
+    """Re-raise a network error while reading a remote file (it is retried, not dead-lettered).
+    Local files are never transient: their error text (with the path) is not trusted for it."""
+    if event.location and event.location.startswith(("s3://", "s3a://")) and is_transient(exc):
+        raise exc
 
 
 def s3_filesystem(endpoint: str | None, key: str | None, secret: str | None, region: str | None) -> pafs.S3FileSystem:

@@ -28,6 +28,7 @@ from pyiceberg.table.update.snapshot import _SnapshotProducer
 from ingester.chunks import READ_BATCH_ROWS, BadFile, SourceFile, chunked, file_batches
 from ingester.deletes import MergeOnReadFiles, matching_positions, write_position_deletes
 from ingester.events import FileEvent
+from ingester.storage import raise_if_transient
 
 _ROW = "__ingester_row"
 COPY_BLOCK_BYTES = 8 * 1024 * 1024
@@ -96,6 +97,7 @@ def verify_pages(files: Sequence[SourceFile]) -> None:
             for _ in f.open().iter_batches(batch_size=READ_BATCH_ROWS):
                 pass
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise_if_transient(exc, f.item.event)
             raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
 
     with ThreadPoolExecutor(2, thread_name_prefix="ingester-verify") as pool:

@@ -28,6 +28,8 @@ class FaultPlan:
     faults: tuple[str, ...] = ()
     rate: float = 0.0
     conflict_rate: float = 0.0
+    chunk_rate: float = 0.0
+    """TCP mode: chance that a forwarded chunk of an open connection gets the fault."""
     slow_s: float = 1.5
     timeout_s: float = 30.0
     seed: int = 1
@@ -69,6 +71,7 @@ class FaultProxy:
         self.plan = plan
         self.http = http
         self.counts: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
         self.port = port
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -113,6 +116,14 @@ class FaultProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if self.plan.enabled and self.plan.faults and self.plan.rng.random() < self.plan.chunk_rate:
+                        chunk_fault = self.plan.rng.choice(self.plan.faults)
+                        self.counts[chunk_fault] += 1
+                        if chunk_fault == "drop":
+                            writer.close()
+                            up_w.close()
+                            return
+                        await asyncio.sleep(self.plan.slow_s)
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -127,6 +138,7 @@ class FaultProxy:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 body = await self._read_body(reader, head)
+                self.requests[head.split(b"\r\n", 1)[0].decode(errors="replace")] += 1
                 fault = self.plan.draw(is_commit=bool(COMMIT_PATH.match(head)))
                 self.counts[fault or "pass"] += 1
                 if fault in _CANNED:

@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 
 import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError
 
 from ingester.deadletter import DeadLetter
 from ingester.settings import SourceSettings
@@ -36,6 +35,7 @@ from ingester.sources.base import Message, Position, RevokeCallback
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer)
 
 DEFAULT_REBALANCE_TIMEOUT_MS = 60_000
 """How long the group waits for members to rejoin; the revoke flush + ack must fit in it."""
@@ -74,6 +74,16 @@ def producer_options(settings: SourceSettings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.bootstrap_servers, **shared, **_FORCED_PRODUCER_OPTIONS}
 
 
+async def _start(client: Client) -> Client:
+    """Start ``client``; one that fails to start is stopped again (no connection left open)."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+    return client
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaSourceStats:
     assigned: tuple[str, ...]
@@ -86,9 +96,10 @@ class KafkaSourceStats:
 class KafkaSource:
     """``Source`` over a Kafka consumer group (topics, or a topic pattern when given).
 
-    The consumer is created and joins its group on the first ``poll`` (inside the event loop
-    that runs the engine). ``poll`` waits longer than ``timeout_s`` while the group is
-    rebalancing: aiokafka returns no records until the new assignment is known.
+    The consumer (``consumer_factory(**options)``; tests pass a fake) is created and joins its
+    group on the first ``poll``, inside the event loop that runs the engine. ``poll`` waits
+    longer than ``timeout_s`` while the group is rebalancing: aiokafka returns no records
+    until the new assignment is known.
     """
 
     def __init__(
@@ -128,8 +139,7 @@ class KafkaSource:
             if self._consumer is None:
                 consumer = self._factory(**self._options)
                 consumer.subscribe(topics=self._topics, pattern=self._pattern, listener=_Rebalance(self))
-                await consumer.start()
-                self._consumer = consumer
+                self._consumer = await _start(consumer)
                 log.info("kafka consumer started: group %s, %s", self.group, self._pattern or ", ".join(self._topics))
         return self._consumer
 
@@ -157,7 +167,7 @@ class KafkaSource:
         self._lag = lag
 
     def lag(self) -> dict[str, int]:
-        """Messages behind the end, per assigned partition whose end is known (last poll)."""
+        """Messages behind the end, per assigned partition whose end is known (last fetch)."""
         return dict(self._lag)
 
     def pause(self) -> None:
@@ -189,18 +199,16 @@ class KafkaSource:
         self._callbacks.append(callback)
 
     async def is_idle(self) -> bool:
-        """True when every assigned partition is read up to its end. False while no partition
-        is assigned (joining the group, or more members than partitions)."""
+        """True when every assigned partition is read up to the end its last fetch reported.
+
+        False while no partition is assigned (joining the group, or more members than
+        partitions). The ends come from fetch responses, not ListOffsets (which some
+        Kafka-compatible brokers answer wrongly) and cost no round trip.
+        """
         consumer = await self._started()
-        assigned = list(consumer.assignment())
-        if not assigned:
-            return False
-        try:
-            ends = await consumer.end_offsets(assigned)
-            positions = [await consumer.position(tp) for tp in assigned]
-        except IllegalStateError:  # a rebalance took a partition meanwhile
-            return False
-        return all(position >= ends[tp] for tp, position in zip(assigned, positions))
+        await self._measure_lag(consumer)
+        assigned = consumer.assignment()
+        return bool(assigned) and all(self._lag.get(partition_name(tp)) == 0 for tp in assigned)
 
     async def aclose(self) -> None:
         """Stop the consumer and leave the group (no commit here: the engine acked). Idempotent."""
@@ -258,7 +266,7 @@ class KafkaEventQueue:
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"kafka-producer-{topic}", daemon=True)
         self._thread.start()
         try:
-            self._producer = self._call(self._start(dict(options)))
+            self._producer = self._call(self._new_producer(dict(options)))
         except BaseException:
             self._stop_loop()
             raise
@@ -269,14 +277,8 @@ class KafkaEventQueue:
         return cls(producer_options(settings), settings.topics[0])
 
     @staticmethod
-    async def _start(options: dict[str, Any]) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(**options)
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        return producer
+    async def _new_producer(options: dict[str, Any]) -> AIOKafkaProducer:
+        return await _start(AIOKafkaProducer(**options))  # made inside the loop it runs on
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._timeout_s)

@@ -58,9 +58,18 @@ def create_topics(bootstrap: str, topics: Sequence[str], partitions: int = 3) ->
 
 
 @dataclass(frozen=True)
+class StagedFile:
+    """A small parquet file in the staging bucket; ``id`` values are unique across files."""
+
+    location: str
+    ids: tuple[int, ...]
+    byte_size: int
+
+
+@dataclass(frozen=True)
 class Staged:
-    """One parquet file in the staging bucket and the event that names it (no event id:
-    replays are recognised by the offsets in the snapshot markers only)."""
+    """An event naming a staged file, for one table. No event id: replays are recognised by
+    the offsets in the snapshot markers only."""
 
     event: FileEvent
     ids: tuple[int, ...]
@@ -70,25 +79,29 @@ class Staged:
         return encode_event(self.event)
 
 
-def stage_files(seaweed: Any, tables: Sequence[str], files_per_table: int, rows_per_file: int = 3) -> list[Staged]:
-    """Write small parquet files (globally unique ``id`` values) under ``STAGING``, in parallel.
-
-    Returned in round-robin table order, as a stream of mixed tables would arrive."""
+def stage_files(seaweed: Any, count: int, rows_per_file: int = 3) -> list[StagedFile]:
+    """Write ``count`` small parquet files under ``STAGING``, in parallel."""
     fs = s3_filesystem(seaweed.s3_endpoint, seaweed.access_key, seaweed.secret_key, seaweed.region)
-    run = unique("run")
-    specs = [(t, n, tuple(next(_ids) for _ in range(rows_per_file))) for n in range(files_per_table) for t in tables]
+    run = unique("pool")
 
-    def write(spec: tuple[str, int, tuple[int, ...]]) -> Staged:
-        table, n, ids = spec
-        data = pa.table({"id": pa.array(ids, pa.int64()), "note": [f"{table}-{i}" for i in ids]})
-        key = f"warehouse/staging/{run}/{table}/{n}.parquet"
+    def write(n: int) -> StagedFile:
+        ids = tuple(next(_ids) for _ in range(rows_per_file))
+        data = pa.table({"id": pa.array(ids, pa.int64()), "note": [f"row {i}" for i in ids]})
+        key = f"warehouse/staging/{run}/{n}.parquet"
         with fs.open_output_stream(key) as out:
             pq.write_table(data, out)
-        size = fs.get_file_info(key).size
-        return Staged(FileEvent(table=table, location=f"s3://{key}", row_count=len(ids), byte_size=size), ids)
+        return StagedFile(f"s3://{key}", ids, fs.get_file_info(key).size)
 
     with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(write, specs))
+        return list(pool.map(write, range(count)))
+
+
+def events_for(files: Sequence[StagedFile], tables: Sequence[str]) -> list[Staged]:
+    """One event per file, tables round robin (a stream of mixed tables)."""
+    return [
+        Staged(FileEvent(table=tables[i % len(tables)], location=f.location, row_count=len(f.ids), byte_size=f.byte_size), f.ids)
+        for i, f in enumerate(files)
+    ]
 
 
 def produce(bootstrap: str, topic: str, payloads: Sequence[bytes], keys: Sequence[bytes]) -> None:
@@ -100,14 +113,11 @@ def produce(bootstrap: str, topic: str, payloads: Sequence[bytes], keys: Sequenc
         queue.close()
 
 
-def produce_staged(bootstrap: str, topics: Sequence[str], staged: Sequence[Staged]) -> dict[str, list[Staged]]:
-    """Spread the events over ``topics`` round robin; returns what went to which topic."""
-    by_topic: dict[str, list[Staged]] = {t: [] for t in topics}
-    for i, s in enumerate(staged):
-        by_topic[topics[i % len(topics)]].append(s)
-    for topic, items in by_topic.items():
+def produce_staged(bootstrap: str, topics: Sequence[str], staged: Sequence[Staged]) -> None:
+    """Spread the events over ``topics`` round robin, keyed by table."""
+    for n, topic in enumerate(topics):
+        items = staged[n::len(topics)]
         produce(bootstrap, topic, [s.payload for s in items], [s.event.table.encode() for s in items])
-    return by_topic
 
 
 def expected_ids(staged: Iterable[Staged]) -> dict[str, list[int]]:
@@ -131,9 +141,15 @@ def _partitions(topics: Sequence[str], partitions: int) -> list[TopicPartition]:
 
 
 def end_offsets(bootstrap: str, topics: Sequence[str], partitions: int = 3) -> dict[str, int]:
+    """End of each partition, from the high watermark of fetch responses (Tansu 0.6 answers
+    ListOffsets "latest" with 1 once a batch of several records was produced)."""
     async def read(consumer: AIOKafkaConsumer) -> dict[str, int]:
-        ends = await consumer.end_offsets(_partitions(topics, partitions))
-        return {partition_name(tp): o for tp, o in ends.items()}
+        tps = _partitions(topics, partitions)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while any(consumer.highwater(tp) is None for tp in tps):
+            await consumer.getmany(timeout_ms=100)
+        return {partition_name(tp): consumer.highwater(tp) for tp in tps}
 
     return asyncio.run(_with_consumer(bootstrap, None, read))
 
@@ -170,11 +186,10 @@ def wait_until(what: str, check: Callable[[], bool], timeout_s: float, every_s: 
         time.sleep(every_s)
 
 
-def wait_all_acked(bootstrap: str, group: str, topics: Sequence[str], timeout_s: float = 90) -> dict[str, int]:
+def wait_all_acked(bootstrap: str, group: str, topics: Sequence[str], timeout_s: float = 90) -> None:
     """Wait until the group committed every partition up to its end (everything is in Iceberg)."""
     ends = end_offsets(bootstrap, topics)
     wait_until(f"group {group} to ack {ends}", lambda: committed_offsets(bootstrap, group, topics) == ends, timeout_s, 1.0)
-    return ends
 
 
 def daemon_env(seaweed: Any, tansu: Any, home: Path, *, group: str, topics: Sequence[str], namespace: str,
@@ -201,22 +216,25 @@ def daemon_env(seaweed: Any, tansu: Any, home: Path, *, group: str, topics: Sequ
 class Daemon:
     """``ingester run`` in its own process group, logging to a file, with a metrics port."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, *args: str) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.log_path = log_path
         full = {**os.environ, **env, "INGESTER_METRICS__PORT": str(self.port)}
         with open(log_path, "ab") as out:
-            self.proc = subprocess.Popen([INGESTER, "run", *args], env=full, stdout=out, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen([INGESTER, "run"], env=full, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def metric(self, name: str) -> float:
-        """Sum of the samples called ``name`` (0 while the endpoint is not up yet)."""
+    def scrape(self) -> str:
+        """The ``/metrics`` page ("" while the endpoint is not up)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:
-                text = resp.read().decode()
+                return str(resp.read().decode())
         except OSError:
-            return 0.0
-        return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name)
+            return ""
+
+    def metric(self, name: str) -> float:
+        """Sum of the samples called ``name`` (0 while the endpoint is not up)."""
+        return sum(s.value for fam in text_string_to_metric_families(self.scrape()) for s in fam.samples if s.name == name)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -255,11 +273,13 @@ def offset_markers(table: Table, group: str) -> dict[str, int]:
     return {p: int(o) for p, o in json.loads(snap.summary.additional_properties[markers.OFFSETS_PREFIX + group]).items()}
 
 
-def last_offsets(bootstrap: str, by_topic: Mapping[str, Sequence[Staged]]) -> dict[str, dict[str, int]]:
-    """Highest offset per table and partition of the produced events, read back from the topics."""
+def last_offsets(bootstrap: str, topics: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Highest offset per event key (table) and partition, read back from the topics."""
+    ends = end_offsets(bootstrap, topics)
     out: dict[str, dict[str, int]] = {}
-    for topic, items in by_topic.items():
-        for record in read_topic(bootstrap, topic, len(items)):
+    for topic in topics:
+        expected = sum(n for p, n in ends.items() if p.rpartition("/")[0] == topic)
+        for record in read_topic(bootstrap, topic, expected):
             offsets = out.setdefault(record.key.decode(), {})
             name = f"{topic}/{record.partition}"
             offsets[name] = max(offsets.get(name, -1), record.offset)

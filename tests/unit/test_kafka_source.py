@@ -3,6 +3,7 @@ consumer (no broker). The real broker runs in tests/integration/test_kafka_daemo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from aiokafka.errors import IllegalStateError
 
 from ingester.deadletter import DeadLetter
 from ingester.engine import Engine
+from ingester.events import FileEvent
+from ingester.markers import MarkerCache
 from ingester.metrics import Metrics
 from ingester.retry import RetryPolicy
 from ingester.routing import Router
@@ -25,7 +28,8 @@ from ingester.sources.kafka import (
     producer_options,
     topic_partition,
 )
-from ingester.window import BatchLimits
+from ingester.sources.base import Position
+from ingester.window import Batch, BatchLimits, Pending, TableRef
 from ingester.wiring import build_committer
 from tests.support import event_for, write_parquet
 
@@ -341,5 +345,61 @@ def test_messages_of_a_partition_revoked_during_a_dead_letter_write_are_not_admi
             engine.stop()
         assert engine.statistics().events == 0 and engine.statistics().snapshots == 0
         assert consumer.commits == []  # the new owner starts at offset 0
+
+    anyio.run(main)
+
+
+def test_a_commit_racing_another_member_is_redone_from_fresh_markers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two members of a group write one table from different partitions. When the other member
+    commits between our marker read and our commit, our commit must be redone from fresh markers
+    (pyiceberg's own retry would rebase it and keep offsets computed against the old parent:
+    the table would forget the other member's offset, and replay it after a crash)."""
+    settings = Settings(home=tmp_path / "home")
+    staging = tmp_path / "home" / "staging"
+    ref = TableRef("default", "t")
+
+    def batch(partition: str, offset: int) -> Batch:
+        path = write_parquet(staging, {"id": [offset + 100 * int(partition[-1])]})
+        event = FileEvent(table="t", location=str(path), row_count=1, byte_size=path.stat().st_size)
+        return Batch(ref, (Pending(event, Position(partition, offset)),))
+
+    first, second = build_committer(settings, "g"), build_committer(settings, "g")
+    first.commit(batch("events/0", 0))
+    commit_table = first.catalog.commit_table
+    raced: list[bool] = []
+
+    def commit_after_the_other_member(*args: Any, **kwargs: Any) -> Any:
+        if not raced:
+            raced.append(True)
+            second.commit(batch("events/1", 0))
+        return commit_table(*args, **kwargs)
+
+    monkeypatch.setattr(first.catalog, "commit_table", commit_after_the_other_member)
+    loaded = first.read(batch("events/0", 1))
+    retry = RetryPolicy(max_retries=3, min_wait_s=0.001, max_wait_s=0.001)
+    result = anyio.run(retry.run, lambda: anyio.to_thread.run_sync(first.apply, loaded))
+    assert raced and result.rows == 1
+    table = first.catalog.load_table(("default", "t"))
+    assert table.scan().to_arrow().num_rows == 3
+    summary = table.current_snapshot().summary.additional_properties  # type: ignore[union-attr]
+    assert json.loads(summary["ingester.offsets.g"]) == {"events/0": 1, "events/1": 0}
+    assert MarkerCache().read("cold", table).offsets == {"g": {"events/0": 1, "events/1": 0}}
+
+
+def test_exit_when_idle_drains_more_windows_than_the_workers_queues_hold(tmp_path: Path) -> None:
+    """At idle every open window closes at once; batches the worker queues refuse wait in the
+    outbox and must still be dispatched, or their bytes stay in flight and the engine never exits."""
+    staging = tmp_path / "home" / "staging"
+    events = [event_for(write_parquet(staging, {"id": [i]}), f"t{i}") for i in range(12)]
+
+    async def main() -> None:
+        source, made = make_source()
+        consumer = await joined(source, made, TP0)
+        consumer.logs = {TP0: list(events)}
+        engine = engine_on(tmp_path, source, MemoryLetters())
+        with anyio.fail_after(30):
+            stats = await engine.run(exit_when_idle=True)
+        assert (stats.events, stats.snapshots) == (12, 12)
+        assert consumer.committed == {TP0: 12}
 
     anyio.run(main)
