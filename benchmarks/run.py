@@ -143,7 +143,7 @@ def main() -> None:
             table.append(line(f"memory daemon {rows // m}M", f"ingester {mode}", r,
                               f"{peaks[-1] / peaks[0]:.2f}x the 1M peak" if len(peaks) > 1 else "", "<= 1.2x" if len(peaks) > 1 else ""))
     peaks = []
-    for rows in sizes["memory"][:2]:
+    for rows in sizes["memory"]:
         r = dlt_load("ours", rows, work)
         peaks.append(r["peak_rss_mb"])
         table.append(line(f"memory dlt {rows // m}M", "ingester", r,
