@@ -166,37 +166,47 @@ def _committed(spec: dict[str, Any], cycle: int) -> int:
     return done
 
 
-def _kill_and_resume(spec: dict[str, Any], workdir: Path, cycles: int, span_s: float) -> None:
-    """Kill moments are random but spread over the whole load: one per slice of the span, which
-    follows the duration of a whole load as the resumed runs measure it on this machine."""
+def _kill_and_resume(spec: dict[str, Any], workdir: Path, kills: int, max_loads: int) -> None:
+    """Kill moments are spread over the span of a whole load (one per slice, in shuffled order),
+    and the span follows what this machine measures: a load that finishes before its kill (it
+    printed ``LOADED``) sets the span to its own duration, as does a resume that had to load
+    everything. Loads go on until ``kills`` of them died mid-way (at most ``max_loads``)."""
     seed = int(os.environ.get("CRASH_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
-    slices = list(range(cycles))
+    slices = list(range(kills))
     rng.shuffle(slices)
-    killed = 0
-    for cycle, slot in enumerate(slices):
-        delay = (slot + rng.random()) * span_s / cycles
-        note = f"seed {seed}, cycle {cycle}, killed {delay:.2f}s into the load"
+    span_s, killed, cycle = 1.0, 0, 0
+    while killed < kills:
+        assert cycle < max_loads, f"seed {seed}: only {killed} of {cycle} loads were killed mid-way"
+        delay = (slices[killed] + rng.random()) * span_s / kills
         proc = _spawn("run", workdir, cycle, spec)
         _wait_for(proc, "NORMALIZED")
         time.sleep(delay)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
+        tail = proc.communicate(timeout=60)[0].splitlines()
+        finished = [line for line in tail if line.startswith("LOADED")]
+        committed = _committed(spec, cycle)
+        note = f"seed {seed}, cycle {cycle}, kill {delay:.2f}s into a {span_s:.2f}s load"
+        if finished:
+            span_s = float(finished[-1].rsplit("seconds=", 1)[1])
+            print(f"{note}: finished first in {span_s:.2f}s")
+        else:
             killed += 1
-        proc.wait(timeout=60)
-        print(f"{note}: {_committed(spec, cycle)} of 4 tables committed at the kill")
+            print(f"{note}: killed with {committed} of 4 tables committed")
         resume = _spawn("resume", workdir, cycle, spec)
         lines = _wait_for(resume, "LOADED")
         assert lines[-1].startswith("LOADED pending=0 "), note
         assert resume.wait(timeout=60) == 0, note
-        span_s = max(span_s, float(lines[-1].rsplit("seconds=", 1)[1]))
+        if not finished and committed == 0:
+            span_s = float(lines[-1].rsplit("seconds=", 1)[1])
         _check(spec, cycle, note)
-    assert killed >= cycles // 2, f"seed {seed}: only {killed} of {cycles} loads were killed mid-way"
+        cycle += 1
 
 
 def test_kill_and_resume_embedded(tmp_path: Path) -> None:
     spec = {"kind": "embedded", "home": str(tmp_path / "home"), "namespace": "crash"}
-    _kill_and_resume(spec, tmp_path, cycles=5, span_s=3.0)
+    _kill_and_resume(spec, tmp_path, kills=3, max_loads=8)
 
 
 def test_kill_and_resume_rest(tmp_path: Path, seaweed: Any) -> None:
@@ -206,7 +216,7 @@ def test_kill_and_resume_rest(tmp_path: Path, seaweed: Any) -> None:
         "credential": f"{seaweed.access_key}:{seaweed.secret_key}", "s3_endpoint": seaweed.s3_endpoint,
         "s3_access_key_id": seaweed.access_key, "s3_secret_access_key": seaweed.secret_key, "s3_region": seaweed.region,
     }
-    _kill_and_resume(spec, tmp_path, cycles=3, span_s=3.5)
+    _kill_and_resume(spec, tmp_path, kills=2, max_loads=6)
 
 
 if __name__ == "__main__":
