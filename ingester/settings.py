@@ -1,16 +1,20 @@
 """Typed settings: env vars ``INGESTER_*`` (nested with ``__``) and an optional TOML file.
 
 The TOML file is ``$INGESTER_CONFIG`` or ``./ingester.toml`` when present. Settings are frozen
-and validated at construction. Secrets are ``SecretStr``: they never appear in reprs or logs.
+and validated at construction. Secrets are ``SecretStr``: they never appear in reprs or logs;
+nor do the password of a catalog URI or secret-looking ``kafka_options`` (masked in reprs and dumps).
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,6 +38,24 @@ DEFAULT_RETAIN_LAST = 100
 DEFAULT_TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
 DEFAULT_MIN_INPUT_FILES = 5
 CONFIG_ENV = "INGESTER_CONFIG"
+MASK = "**********"
+SECRET_OPTION = re.compile(r"pass|secret|token|credential|private|oauth", re.IGNORECASE)
+
+
+def mask_uri(uri: str | None) -> str | None:
+    """``scheme://user:**********@host/...``: a URI's password never shows."""
+    if not uri:
+        return uri
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:{MASK}@{host}"))
+
+
+def mask_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Raw client options with the values of secret-looking keys (password, token...) masked."""
+    return {k: MASK if SECRET_OPTION.search(k) else v for k, v in options.items()}
 
 
 class _Section(BaseModel):
@@ -62,6 +84,13 @@ class CatalogSettings(_Section):
         default_factory=dict, description="extra pyiceberg catalog properties, passed through"
     )
 
+    @field_serializer("uri")
+    def _masked_uri(self, uri: str | None) -> str | None:
+        return mask_uri(uri)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        return [(k, mask_uri(v) if k == "uri" else v) for k, v in super().__repr_args__()]
+
 
 class SourceSettings(_Section):
     """Where file events come from: the embedded spool (default) or Kafka."""
@@ -76,6 +105,13 @@ class SourceSettings(_Section):
     poll_timeout_s: float = Field(0.2, gt=0)
     session_timeout_ms: int = Field(10_000, ge=1000)
     kafka_options: dict[str, Any] = Field(default_factory=dict, description="raw aiokafka options")
+
+    @field_serializer("kafka_options")
+    def _masked_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        return mask_options(options)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        return [(k, mask_options(v) if k == "kafka_options" else v) for k, v in super().__repr_args__()]
 
 
 class WindowSettings(_Section):

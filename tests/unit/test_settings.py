@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,22 @@ def test_secrets_never_in_repr_or_dump(monkeypatch: pytest.MonkeyPatch, tmp_path
         assert secret not in text and token not in text and key not in text
     props = catalog_properties(s.catalog, tmp_path)
     assert props["credential"] == f"id:{secret}" and props["token"] == token and props["s3.secret-access-key"] == key
+
+
+def test_uri_passwords_and_secret_kafka_options_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    password, sasl = "pg-pa55word", "sasl-pa55"
+    monkeypatch.setenv("INGESTER_CATALOG__URI", f"postgresql+psycopg2://ingest:{password}@db:5432/iceberg")
+    monkeypatch.setenv("INGESTER_SOURCE__KAFKA_OPTIONS", json.dumps(
+        {"sasl_plain_username": "svc", "sasl_plain_password": sasl, "security_protocol": "SASL_SSL"}))
+    s = Settings()
+    assert s.catalog.uri is not None and password in s.catalog.uri  # the value itself is intact
+    assert s.source.kafka_options["sasl_plain_password"] == sasl
+    for text in (repr(s), str(s), s.model_dump_json(), str(s.model_dump()), repr(s.catalog), repr(s.source)):
+        assert password not in text and sasl not in text, text
+    for text in (repr(s), s.model_dump_json(), repr(s.catalog)):
+        assert "ingest:**********@db:5432/iceberg" in text, text
+    for text in (repr(s), s.model_dump_json(), repr(s.source)):
+        assert "SASL_SSL" in text and "svc" in text, text
 
 
 def test_embedded_default_lives_under_home(tmp_path: Path) -> None:
