@@ -69,10 +69,11 @@ def open_catalog(cfg: CatalogSettings, home: Path) -> Catalog:
     fails with "already exists" and simply opens it again."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    for attempt in range(SQL_INIT_ATTEMPTS):
+    attempt = 1
+    while True:
         try:
             return load_catalog(cfg.name, **catalog_properties(cfg, home))
         except SQLAlchemyError as exc:
-            if cfg.type != "sql" or "already exists" not in str(exc) or attempt == SQL_INIT_ATTEMPTS - 1:
+            if cfg.type != "sql" or "already exists" not in str(exc) or attempt == SQL_INIT_ATTEMPTS:
                 raise
-    raise AssertionError("unreachable")
+            attempt += 1

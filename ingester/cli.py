@@ -135,9 +135,12 @@ def _describe(exc: BaseException) -> str:
 
 async def _run_engine(settings: Settings, exit_when_idle: bool) -> Any:
     from ingester.metrics import serve
-    from ingester.wiring import build_engine
+    from ingester.wiring import build_engine, retry_policy
 
-    engine = build_engine(settings)
+    # a catalog that is down or throttling at startup is waited for, like one down later
+    engine = await retry_policy(settings).run(
+        lambda: anyio.to_thread.run_sync(build_engine, settings), what="connect to the catalog"
+    )
     server = None
     if settings.metrics.port:
         server = serve(engine.metrics, settings.metrics.host, settings.metrics.port, engine.heartbeat.alive, lambda: engine.ready)

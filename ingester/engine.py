@@ -80,6 +80,7 @@ class Engine:
         retry: RetryPolicy | None = None,
         poll_max_records: int = 500,
         poll_timeout_s: float = 0.2,
+        revoke_timeout_s: float = 20.0,
         metrics: Metrics | None = None,
         maintenance: MaintenanceSchedule | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -98,6 +99,7 @@ class Engine:
         self._workers = workers
         self._poll_max = poll_max_records
         self._poll_timeout = poll_timeout_s
+        self._revoke_timeout = revoke_timeout_s
         self._sends: list[ObjectSendStream[Batch]] = []
         self._outbox: deque[Batch] = deque()
         self._held: deque[tuple[Message, Pending | None, TableRef | None]] = deque()
@@ -174,9 +176,7 @@ class Engine:
         """For ``exit_when_idle``: wait for the commits in flight (still polling briefly, so a
         new message ends the wait), then say whether the queue is empty and all is acked."""
         while self.budget.used and not self._held and not self._outbox:  # the loop dispatches the outbox
-            with anyio.move_on_after(self._poll_timeout):
-                await self._progress.wait()
-            self._progress = anyio.Event()
+            await self._await_progress(self._poll_timeout)
             if self.budget.used:
                 await self._poll(0.001)
         if self._held or self._outbox or self.budget.used or self.tracker.pending():
@@ -190,7 +190,9 @@ class Engine:
         messages of the revoked partitions are dropped (not tracked), their new owner reads
         them again. Admitting them would commit past the held ones the revoke dropped.
         """
-        messages = await self.source.poll(self._poll_max, timeout_s)
+        messages = await self.retry.run(
+            lambda: self.source.poll(self._poll_max, timeout_s), what="poll the source", on_retry=self._retried
+        )
         revocations = self._revocations
         for m in messages:
             if self._revoked_at.get(m.position.partition, 0) <= revocations:
@@ -238,10 +240,14 @@ class Engine:
             if biggest is not None:
                 self._outbox.append(biggest)
                 self._dispatch_nowait()
-        with anyio.move_on_after(self._poll_timeout):
+        await self._await_progress(self._poll_timeout)
+        await self._poll(0.001)  # keeps a consumer in its group; nothing comes while paused
+
+    async def _await_progress(self, timeout_s: float) -> None:
+        """Until a commit finishes, or ``timeout_s``."""
+        with anyio.move_on_after(timeout_s):
             await self._progress.wait()
         self._progress = anyio.Event()
-        await self._poll(0.001)  # keeps a consumer in its group; nothing comes while paused
 
     def _dispatch_nowait(self) -> None:
         while self._outbox:
@@ -263,16 +269,22 @@ class Engine:
             await self._sends[self._worker_of(batch.table)].send(batch)
 
     async def _on_revoke(self, partitions: Collection[str]) -> None:
-        """Before partitions go to another member: commit everything admitted and ack it."""
+        """Before partitions go to another member: commit everything admitted and ack it, for
+        at most ``revoke_timeout_s`` (the whole group waits meanwhile). What is still being
+        committed then goes on; the new owner reads it again from the last ack, and the
+        offsets in the snapshot markers (checked again when a commit conflicts) keep it once."""
         self._revocations += 1
         self._revoked_at.update(dict.fromkeys(partitions, self._revocations))
         self._held = deque(h for h in self._held if h[0].position.partition not in partitions)
         if self._running:  # after run() the workers are gone and everything is committed
-            await self._flush_all()  # then wait until everything admitted is committed
-        while self.budget.used:
-            with anyio.move_on_after(1.0):
-                await self._progress.wait()
-            self._progress = anyio.Event()
+            self._outbox.extend(self.windows.drain())
+        with anyio.move_on_after(self._revoke_timeout):
+            while self.budget.used:  # the consume loop may sit in a poll until the group settles
+                self._dispatch_nowait()
+                await self._await_progress(self._poll_timeout)
+        if self.budget.used:
+            log.warning("partitions revoked while %d bytes were still committing after %.0f s: the group goes "
+                        "on, their new owner reads them again", self.budget.used, self._revoke_timeout)
         await self._ack()
         self.tracker.forget(partitions)
 
@@ -285,13 +297,13 @@ class Engine:
                     # the table's own worker, between its batches: never races our commits to it
                     await anyio.to_thread.run_sync(self.maintenance.run, batch.table)
 
+    def _retried(self, exc: BaseException) -> None:
+        self._counts["retries"] += 1
+        self.metrics.retries.labels(type(exc).__name__).inc()
+
     async def _commit(self, batch: Batch) -> None:
         started = time.monotonic()
-
-        def retried(exc: BaseException) -> None:
-            self._counts["retries"] += 1
-            self.metrics.retries.labels(type(exc).__name__).inc()
-
+        retried = self._retried
         loaded = await self.retry.run(
             lambda: anyio.to_thread.run_sync(self.committer.read, batch), what=f"read {batch.table}", on_retry=retried
         )

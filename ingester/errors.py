@@ -90,5 +90,12 @@ def is_transient(exc: BaseException) -> bool:
         pass
     if isinstance(exc, transient):
         return True
+    try:
+        from aiokafka.errors import KafkaError
+
+        if isinstance(exc, KafkaError) and exc.retriable:  # broker unreachable, coordinator moving...
+            return True
+    except ImportError:  # pragma: no cover - aiokafka comes with the package
+        pass
     # pyarrow's S3 errors are OSError with the AWS error name / HTTP status in the text
     return isinstance(exc, OSError) and any(marker in str(exc) for marker in _TRANSIENT_IO_MARKERS)

@@ -104,6 +104,9 @@ class SourceSettings(_Section):
     poll_max_records: int = Field(500, ge=1)
     poll_timeout_s: float = Field(0.2, gt=0)
     session_timeout_ms: int = Field(10_000, ge=1000)
+    revoke_timeout_s: float = Field(
+        20.0, gt=0, le=50, description="how long a member losing partitions commits before the group goes on"
+    )
     kafka_options: dict[str, Any] = Field(default_factory=dict, description="raw aiokafka options")
 
     @field_serializer("kafka_options")

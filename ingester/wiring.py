@@ -105,6 +105,7 @@ def build_engine(settings: Settings, source: Source | None = None, metrics: Metr
         retry=retry_policy(settings),
         poll_max_records=settings.source.poll_max_records,
         poll_timeout_s=settings.source.poll_timeout_s,
+        revoke_timeout_s=settings.source.revoke_timeout_s,
         metrics=metrics,
         maintenance=build_maintenance(settings, committer.catalog) if settings.maintenance.enabled else None,
     )

@@ -1,7 +1,7 @@
 """A fault-injecting TCP/HTTP proxy for tests, placed between the daemon and a real server.
 
-HTTP mode parses each request, forwards it on a fresh upstream connection with
-``Connection: close`` (so every request is a new decision), and may instead answer 500/503,
+HTTP mode parses each request (answering ``Expect: 100-continue`` itself), forwards it on a
+fresh upstream connection with ``Connection: close`` (so every request is a new decision), and may instead answer 500/503,
 429 with ``Retry-After``, 409 (commit conflict, for catalog commits), stall (timeout), drop
 the connection, or delay the response. TCP mode (Kafka) may drop or delay connections.
 Faults are drawn per request with a seeded RNG; ``counts`` records what was injected.
@@ -137,6 +137,9 @@ class FaultProxy:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                if b"\r\nexpect: 100-continue" in head.lower():  # S3 PUTs wait for it before the body
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    await writer.drain()
                 body = await self._read_body(reader, head)
                 self.requests[head.split(b"\r\n", 1)[0].decode(errors="replace")] += 1
                 fault = self.plan.draw(is_commit=bool(COMMIT_PATH.match(head)))
@@ -180,7 +183,7 @@ class FaultProxy:
         return b""
 
     async def _forward(self, head: bytes, body: bytes) -> bytes:
-        lines = [ln for ln in head.split(b"\r\n") if ln and not ln.lower().startswith(b"connection:")]
+        lines = [ln for ln in head.split(b"\r\n") if ln and not ln.lower().startswith((b"connection:", b"expect:"))]
         request = b"\r\n".join(lines) + b"\r\nConnection: close\r\n\r\n" + body
         up_r, up_w = await asyncio.open_connection(*self.upstream)
         up_w.write(request)

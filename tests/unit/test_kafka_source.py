@@ -4,6 +4,7 @@ consumer (no broker). The real broker runs in tests/integration/test_kafka_daemo
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -265,12 +266,14 @@ def test_aclose_stops_the_consumer_once() -> None:
 
 
 # ------------------------------------------------------------- the engine on this source
-def engine_on(tmp_path: Path, source: KafkaSource, deadletters: Any, **limits: Any) -> Engine:
+def engine_on(tmp_path: Path, source: KafkaSource, deadletters: Any, revoke_timeout_s: float = 20.0,
+              **limits: Any) -> Engine:
     settings = Settings(home=tmp_path / "home")
     lim = {"max_files": 1000, "max_rows": 10**9, "max_bytes": 10**12, "max_age_s": 60.0, **limits}
     return Engine(source, build_committer(settings, source.group), deadletters, limits=BatchLimits(**lim),
                   max_inflight_bytes=10**9, router=Router(RoutingSettings()), workers=2,
-                  retry=RetryPolicy(max_retries=2), poll_max_records=50, poll_timeout_s=0.01, metrics=Metrics())
+                  retry=RetryPolicy(max_retries=2), poll_max_records=50, poll_timeout_s=0.01, metrics=Metrics(),
+                  revoke_timeout_s=revoke_timeout_s)
 
 
 def rows(engine: Engine, table: str) -> list[int]:
@@ -300,6 +303,45 @@ def test_revocation_commits_and_acks_what_was_read_before_the_partitions_go(tmp_
         assert engine.metrics.registry.get_sample_value("ingester_partition_lag", {"partition": "events/0"}) is None
 
     anyio.run(main)
+
+
+def test_a_slow_commit_holds_the_rebalance_no_longer_than_the_revoke_timeout(tmp_path: Path) -> None:
+    """The group goes on after ``revoke_timeout_s``; the commit still lands, and what the
+    member reads again from the last ack is dropped by the offsets in the snapshot markers."""
+    staging = tmp_path / "home" / "staging"
+    events = [event_for(write_parquet(staging, {"id": [i]}), "t") for i in range(10)]
+
+    async def main() -> Engine:
+        source, made = make_source()
+        consumer = await joined(source, made, TP0, TP1)
+        consumer.logs = {TP0: list(events[:5]), TP1: list(events[5:])}
+        engine = engine_on(tmp_path, source, MemoryLetters(), revoke_timeout_s=0.3)
+        apply = engine.committer.apply
+
+        def slow_apply(loaded: Any) -> Any:
+            time.sleep(2.0)
+            return apply(loaded)
+
+        engine.committer.apply = slow_apply  # type: ignore[method-assign]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run)
+            with anyio.fail_after(10):
+                while engine.statistics().events < 10:
+                    await anyio.sleep(0.01)
+            started = time.monotonic()
+            await consumer.rebalance([TP1])
+            assert time.monotonic() - started < 1.5
+            assert consumer.committed == {} and engine.statistics().snapshots == 0  # nothing acked before its commit
+            with anyio.fail_after(10):
+                while engine.statistics().snapshots < 1:
+                    await anyio.sleep(0.01)
+            engine.stop()
+        return engine
+
+    engine = anyio.run(main)
+    stats = engine.statistics()
+    assert rows(engine, "t") == list(range(10))
+    assert stats.snapshots == 1 and stats.duplicates == 5  # events/1 read again after the rebalance
 
 
 class MemoryLetters:
