@@ -127,6 +127,7 @@ class KafkaSource:
         self._lag: dict[str, int] = {}
         self._assignments = 0
         self._revocations = 0
+        self._rebalancing = False
 
     @classmethod
     def from_settings(cls, settings: SourceSettings) -> KafkaSource:
@@ -201,14 +202,16 @@ class KafkaSource:
     async def is_idle(self) -> bool:
         """True when every assigned partition is read up to the end its last fetch reported.
 
-        False while no partition is assigned (joining the group, or more members than
-        partitions). The ends come from fetch responses, not ListOffsets (which some
-        Kafka-compatible brokers answer wrongly) and cost no round trip.
+        False until the member joined its group and while the group rebalances; a member
+        that got no partition (more members than partitions) is idle. The ends come from
+        fetch responses, not ListOffsets (which some Kafka-compatible brokers answer wrongly)
+        and cost no round trip.
         """
         consumer = await self._started()
+        if not self._assignments or self._rebalancing:
+            return False
         await self._measure_lag(consumer)
-        assigned = consumer.assignment()
-        return bool(assigned) and all(self._lag.get(partition_name(tp)) == 0 for tp in assigned)
+        return all(self._lag.get(partition_name(tp)) == 0 for tp in consumer.assignment())
 
     async def aclose(self) -> None:
         """Stop the consumer and leave the group (no commit here: the engine acked). Idempotent."""
@@ -227,6 +230,7 @@ class KafkaSource:
         )
 
     async def _revoked(self, revoked: Collection[TopicPartition]) -> None:
+        self._rebalancing = True
         if not revoked:
             return
         self._revocations += 1
@@ -238,6 +242,7 @@ class KafkaSource:
 
     def _assigned(self, assigned: Collection[TopicPartition]) -> None:
         self._assignments += 1
+        self._rebalancing = False
         log.info("partitions assigned: %s", ", ".join(sorted(partition_name(tp) for tp in assigned)) or "none")
         if self._paused and self._consumer is not None:
             self._consumer.pause(*assigned)

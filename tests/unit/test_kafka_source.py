@@ -253,6 +253,22 @@ def test_is_idle_needs_an_assignment_and_no_lag() -> None:
     anyio.run(main)
 
 
+def test_a_member_without_partitions_is_idle_once_the_group_settled() -> None:
+    async def main() -> None:
+        source, made = make_source()
+        consumer = await joined(source, made)  # more members than partitions: nothing for us
+        assert await source.is_idle()
+        assert consumer.listener is not None
+        await consumer.listener.on_partitions_revoked(frozenset())  # a rebalance starts
+        assert not await source.is_idle()
+        await consumer.listener.on_partitions_assigned(frozenset({TP0}))
+        consumer.assigned, consumer.positions, consumer.logs = {TP0}, {TP0: 0}, {TP0: [b"a"]}
+        await source.poll(10, 0.001)
+        assert await source.is_idle()
+
+    anyio.run(main)
+
+
 def test_aclose_stops_the_consumer_once() -> None:
     async def main() -> None:
         source, made = make_source()

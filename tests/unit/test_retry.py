@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from aiokafka.errors import IllegalStateError, KafkaConnectionError, NodeNotReadyError
 from pyiceberg.exceptions import CommitFailedException
 
 from ingester.errors import UnreadableFile
@@ -70,6 +71,8 @@ def test_unknown_errors_propagate_at_once() -> None:
         OSError("When reading: AWS Error NETWORK_CONNECTION during GetObject"),
         ConnectionError("reset"),
         TimeoutError(),
+        KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]"),
+        NodeNotReadyError("node 1 not ready"),
     ],
 )
 def test_transient_classification(exc: Exception) -> None:
@@ -87,3 +90,4 @@ def test_terminal_and_unknown_are_not_transient() -> None:
     assert not is_transient(UnauthorizedError("bad token"))
     assert not is_transient(SchemaConflict("f", "c", "x"))
     assert not is_transient(OSError("No such file or directory"))
+    assert not is_transient(IllegalStateError("partition not assigned"))
