@@ -152,7 +152,9 @@ class Engine:
         while not self._stop.is_set():
             self.heartbeat.beat()
             polled = 0
-            if not self._held:
+            if exit_when_idle and len(self.windows) and not self._held and await self.source.is_idle():
+                pass  # nothing more is queued: drain now rather than wait out a poll
+            elif not self._held:
                 polled = await self._poll(self._poll_timeout)
             await self._admit_held()
             if self.tracker.committable():  # dead letters move the watermark without a commit

@@ -140,7 +140,7 @@ class CommitSettings(_Section):
     zero_copy: bool = Field(True, description="register parquet files as-is when their schema fits")
     write_chunk_bytes: int = Field(
         DEFAULT_WRITE_CHUNK_BYTES, ge=1024 * 1024,
-        description="arrow bytes per rewritten data file; up to 3 chunks are in memory while writing",
+        description="arrow bytes per rewritten data file (unpartitioned tables stream row groups; partitioned ones hold up to 3 such chunks)",
     )
 
 

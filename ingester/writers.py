@@ -28,6 +28,7 @@ from pyiceberg.table.update.snapshot import _SnapshotProducer
 from ingester.chunks import READ_BATCH_ROWS, BadFile, SourceFile, chunked, file_batches
 from ingester.deletes import MergeOnReadFiles, matching_positions, write_position_deletes
 from ingester.events import FileEvent
+from ingester.filestream import StreamingDataFiles
 from ingester.storage import raise_if_transient
 
 _ROW = "__ingester_row"
@@ -70,6 +71,22 @@ class DataFileWriter:
     def _add(self, files: list[DataFile]) -> None:
         for data_file in files:
             self._producer.append_data_file(data_file)
+
+
+def write_rows(
+    tx: Transaction, table: Table, producer: _SnapshotProducer, tables: Iterator[pa.Table], file_bytes: int  # type: ignore[type-arg]
+) -> int:
+    """Data files from a stream of tables into ``producer``; returns the rows written.
+    Unpartitioned tables stream (``ingester.filestream``); partitioned ones go in chunks of
+    ``file_bytes`` through pyiceberg, which splits them by partition."""
+    if tx.table_metadata.spec().is_unpartitioned():
+        stream = StreamingDataFiles(tx.table_metadata, table.io, producer.commit_uuid, file_bytes=file_bytes)
+        for data_file in stream.write(tables):
+            producer.append_data_file(data_file)
+        return stream.rows
+    writer = DataFileWriter(tx, table, producer)
+    writer.write(chunked(tables, file_bytes))
+    return writer.rows
 
 
 def fits_as_is(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> bool:
@@ -149,9 +166,8 @@ def append(
         tx.add_files(paths, snapshot_properties=props, check_duplicate_files=False)
         return sum(f.rows for f in files), True
     with tx.update_snapshot(snapshot_properties=props).fast_append() as producer:
-        writer = DataFileWriter(tx, table, producer)
-        writer.write(chunked((t for _, t in file_batches(files, target, strict)), chunk_bytes))
-    return writer.rows, False
+        rows = write_rows(tx, table, producer, (t for _, t in file_batches(files, target, strict)), chunk_bytes)
+    return rows, False
 
 
 def replace_all(
@@ -163,9 +179,8 @@ def replace_all(
         if table.current_snapshot() is not None:
             for task in table.scan().plan_files():
                 producer.delete_data_file(task.file)
-        writer = DataFileWriter(tx, table, producer)
-        writer.write(chunked((t for _, t in file_batches(files, target, strict)), chunk_bytes))
-    return writer.rows
+        rows = write_rows(tx, table, producer, (t for _, t in file_batches(files, target, strict)), chunk_bytes)
+    return rows
 
 
 def _hard_delete_columns(event: FileEvent, target: pa.Schema) -> list[str]:
@@ -240,9 +255,8 @@ def merge_into(
                     positions = matching_positions(table, task.file, keys.slice(start, chunk_rows), list(task.delete_files))
                     if len(positions):
                         producer.append_data_file(write_position_deletes(table, task.file, positions, producer.commit_uuid))
-        writer = DataFileWriter(tx, table, producer)
-        writer.write(chunked(_select_rows(file_batches(files, target, strict), insert_rows), chunk_bytes))
-    return writer.rows
+        rows = write_rows(tx, table, producer, _select_rows(file_batches(files, target, strict), insert_rows), chunk_bytes)
+    return rows
 
 
 def _select_rows(batches: Iterator[tuple[int, pa.Table]], rows: pa.Array) -> Iterator[pa.Table]:

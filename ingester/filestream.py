@@ -1,0 +1,165 @@
+"""Streaming data files: arrow tables in, Iceberg data files out, in bounded memory.
+
+The caller's thread reads and casts; ``writers`` threads encode parquet, each into its own
+file, taking row groups in turn (parquet encoding is single-threaded per file, so this is
+what uses more than one core). A file is closed after ``file_bytes`` of arrow data. Memory
+per writer: one row group being gathered plus ``QUEUE_DEPTH`` waiting, whatever the input.
+Unpartitioned tables only (partitioned writes go through pyiceberg's own splitting).
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.io import FileIO
+from pyiceberg.io.fileformat import FileFormatFactory, FileFormatWriter
+from pyiceberg.io.pyarrow import _to_requested_schema, pyarrow_to_schema
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.schema import Schema, sanitize_column_names
+from pyiceberg.table.locations import load_location_provider
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.typedef import Record
+
+ROW_GROUP_ROWS = 1024 * 1024  # pyiceberg's write.parquet.row-group-limit default
+ROW_GROUP_BYTES = 32 * 1024 * 1024
+QUEUE_DEPTH = 1
+DEFAULT_WRITERS = 2
+_DONE = None
+_PUT_POLL_S = 0.1
+
+
+def row_groups(tables: Iterable[pa.Table], rows: int = ROW_GROUP_ROWS, max_bytes: int = ROW_GROUP_BYTES) -> Iterator[pa.Table]:
+    """Coalesce small tables into row groups of about ``rows`` rows (or ``max_bytes``)."""
+    pending: list[pa.Table] = []
+    n = size = 0
+    for t in tables:
+        if not t.num_rows:
+            continue
+        pending.append(t)
+        n, size = n + t.num_rows, size + t.nbytes
+        if n >= rows or size >= max_bytes:
+            yield pa.concat_tables(pending)
+            pending, n, size = [], 0, 0
+    if pending:
+        yield pa.concat_tables(pending)
+
+
+@dataclass
+class _OpenFile:
+    path: str
+    output: Any
+    writer: FileFormatWriter
+    nbytes: int = 0
+
+
+class StreamingDataFiles:
+    """Writes a stream of tables (all with one arrow schema that fits the table) as data
+    files of ``metadata``'s table; file names carry ``write_uuid`` and a task counter."""
+
+    def __init__(
+        self, metadata: TableMetadata, io: FileIO, write_uuid: uuid.UUID, *,
+        file_bytes: int, writers: int = DEFAULT_WRITERS, first_task: int = 0,
+    ) -> None:
+        if not metadata.spec().is_unpartitioned():
+            raise ValueError("streaming data files need an unpartitioned table")
+        self._metadata, self._io, self._uuid = metadata, io, write_uuid
+        self._file_bytes = file_bytes
+        self._writers = max(1, writers)
+        self._tasks = itertools.count(first_task)
+        table_schema = metadata.schema()
+        sanitized = sanitize_column_names(table_schema)
+        self._file_schema: Schema = sanitized if sanitized != table_schema else table_schema
+        self._format = FileFormatFactory.get(FileFormat.PARQUET)
+        self._locations = load_location_provider(table_location=metadata.location, table_properties=metadata.properties)
+        self._task_schema: Schema | None = None
+        self.rows = 0
+
+    def write(self, tables: Iterable[pa.Table]) -> list[DataFile]:
+        queues: list[queue.Queue[pa.Table | None]] = [queue.Queue(QUEUE_DEPTH) for _ in range(self._writers)]
+        with ThreadPoolExecutor(self._writers, thread_name_prefix="ingester-encode") as pool:
+            futures = [pool.submit(self._drain, q) for q in queues]
+            try:
+                for i, group in zip(itertools.cycle(range(self._writers)), row_groups(tables, max_bytes=min(ROW_GROUP_BYTES, self._file_bytes))):
+                    if self._task_schema is None:
+                        self._task_schema = pyarrow_to_schema(
+                            group.schema, name_mapping=self._metadata.schema().name_mapping,
+                            downcast_ns_timestamp_to_us=True, format_version=self._metadata.format_version,
+                        )
+                    self.rows += group.num_rows
+                    self._put(queues[i], futures[i], group)
+            finally:  # the writers close their files, also when reading failed
+                for q, f in zip(queues, futures):
+                    self._put(q, f, _DONE)
+            return [data_file for f in futures for data_file in f.result()]
+
+    @staticmethod
+    def _put(q: queue.Queue[pa.Table | None], writer: Future[list[DataFile]], item: pa.Table | None) -> None:
+        """Blocks while the writer is busy; raises the writer's error if it died."""
+        while True:
+            if writer.done():
+                writer.result()  # raises its error
+                return
+            try:
+                q.put(item, timeout=_PUT_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _drain(self, q: queue.Queue[pa.Table | None]) -> list[DataFile]:
+        files: list[DataFile] = []
+        current: _OpenFile | None = None
+        try:
+            while (group := q.get()) is not _DONE:
+                if current is None:
+                    current = self._open()
+                current.writer.write(self._with_field_ids(group))
+                current.nbytes += group.nbytes
+                if current.nbytes >= self._file_bytes:
+                    files.append(self._close(current))
+                    current = None
+        except BaseException:
+            if current is not None:
+                current.writer.__exit__(Exception, None, None)  # closes the stream, result unused
+            raise
+        if current is not None:
+            files.append(self._close(current))
+        return files
+
+    def _with_field_ids(self, group: pa.Table) -> pa.Table:
+        assert self._task_schema is not None  # set by write() before the first group is queued
+        batches = [
+            _to_requested_schema(
+                requested_schema=self._file_schema, file_schema=self._task_schema, batch=b,
+                downcast_ns_timestamp_to_us=True, include_field_ids=True, format_model=self._format,
+            )
+            for b in group.to_batches()
+        ]
+        return pa.Table.from_batches(batches)
+
+    def _open(self) -> _OpenFile:
+        name = f"00000-{next(self._tasks)}-{self._uuid}.{self._format.file_extension()}"
+        path = self._locations.new_data_location(data_file_name=name)
+        output = self._io.new_output(path)
+        return _OpenFile(path, output, self._format.create_writer(output, self._file_schema, self._metadata.properties))
+
+    def _close(self, f: _OpenFile) -> DataFile:
+        stats = f.writer.close()
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=f.path,
+            file_format=FileFormat.PARQUET,
+            partition=Record(),
+            file_size_in_bytes=len(f.output),
+            sort_order_id=None,
+            spec_id=self._metadata.default_spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **stats.to_serialized_dict(),
+        )
