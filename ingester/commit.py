@@ -286,7 +286,8 @@ class SnapshotCommitter:
         if disposition is WriteDisposition.REPLACE:
             if load_id:
                 props[mk.REPLACE_LOAD_ID] = load_id
-            return replace_all(tx, table, files, target, props, strict=self.strict, chunk_bytes=self.chunk_bytes), False
-        rows = merge_into(tx, table, files, target, props, batch.items[0].event, strict=self.strict,
-                          chunk_bytes=self.chunk_bytes, chunk_rows=self.merge_batch_size, extra_keys=extra_delete_keys)
-        return rows, False
+            return replace_all(tx, table, files, target, props, strict=self.strict, chunk_bytes=self.chunk_bytes,
+                               zero_copy=self.zero_copy, batch_id=batch.batch_id, verify=self.verify_files)
+        return merge_into(tx, table, files, target, props, batch.items[0].event, strict=self.strict,
+                          chunk_bytes=self.chunk_bytes, chunk_rows=self.merge_batch_size, extra_keys=extra_delete_keys,
+                          zero_copy=self.zero_copy, batch_id=batch.batch_id, verify=self.verify_files)

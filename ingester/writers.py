@@ -9,6 +9,7 @@ are ever written, so upstream pyiceberg and DuckDB read every table we write.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 from collections import deque
@@ -22,7 +23,7 @@ import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table, Transaction
+from pyiceberg.table import FileScanTask, Table, TableProperties, Transaction, _parquet_files_to_data_files
 from pyiceberg.table.update.snapshot import _SnapshotProducer
 
 from ingester.chunks import READ_BATCH_ROWS, BadFile, SourceFile, chunked, file_batches
@@ -32,6 +33,7 @@ from ingester.filestream import StreamingDataFiles
 from ingester.storage import raise_if_transient
 
 _ROW = "__ingester_row"
+PROBE_THREADS = 2
 COPY_BLOCK_BYTES = 8 * 1024 * 1024
 
 
@@ -153,6 +155,25 @@ def _link(source: str | None, dest: str) -> bool:
     return True
 
 
+def name_mapped(tx: Transaction) -> None:
+    """Files registered as-is carry no field ids: readers map their columns by name."""
+    if tx.table_metadata.name_mapping() is None:
+        tx.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()})
+
+
+def add_as_is(
+    tx: Transaction, table: Table, producer: _SnapshotProducer, files: Sequence[SourceFile], batch_id: str, verify: bool  # type: ignore[type-arg]
+) -> int:
+    """Register ``files`` in ``producer`` without rewriting them (``name_mapped`` first);
+    returns their rows. ``verify`` decodes every page first (untrusted producers)."""
+    if verify:
+        verify_pages(files)
+    paths = copy_into_table(table, files, batch_id)
+    for data_file in _parquet_files_to_data_files(table_metadata=tx.table_metadata, file_paths=paths, io=table.io):
+        producer.append_data_file(data_file)
+    return sum(f.rows for f in files)
+
+
 def append(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
     *, strict: bool, chunk_bytes: int, zero_copy: bool, batch_id: str, verify: bool = True,
@@ -172,15 +193,21 @@ def append(
 
 def replace_all(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
-    *, strict: bool, chunk_bytes: int,
-) -> int:
-    """Atomically swap every data file of the table for the batch (history is kept)."""
+    *, strict: bool, chunk_bytes: int, zero_copy: bool = False, batch_id: str = "", verify: bool = True,
+) -> tuple[int, bool]:
+    """Atomically swap every data file of the table for the batch (history is kept).
+    Returns (rows, whether the files were registered zero-copy)."""
+    as_is = zero_copy and fits_as_is(files, target, table)
+    if as_is:
+        name_mapped(tx)
     with tx.update_snapshot(snapshot_properties=props).overwrite() as producer:
         if table.current_snapshot() is not None:
             for task in table.scan().plan_files():
                 producer.delete_data_file(task.file)
+        if as_is:
+            return add_as_is(tx, table, producer, files, batch_id, verify), True
         rows = write_rows(tx, table, producer, (t for _, t in file_batches(files, target, strict)), chunk_bytes)
-    return rows
+    return rows, False
 
 
 def _hard_delete_columns(event: FileEvent, target: pa.Schema) -> list[str]:
@@ -214,52 +241,82 @@ def _key_range(keys: pa.Table) -> BooleanExpression:
 
 def _winners(
     files: Sequence[SourceFile], target: pa.Schema, names: list[str], hard: list[str], dedupe: bool, strict: bool
-) -> tuple[pa.Table, pa.Array]:
-    """Distinct keys of the batch, and the global row ids to insert (last row per key wins,
-    rows flagged for hard delete are not inserted). Reads only key and flag columns."""
+) -> tuple[pa.Table, pa.Array, int]:
+    """Distinct keys of the batch, the global row ids to insert in ascending order (last row
+    per key wins, rows flagged for hard delete are not inserted), and the batch's row count.
+    Reads only key and flag columns."""
     parts = [
         t.append_column(_ROW, pa.array(range(s, s + t.num_rows), pa.int64()))
         for s, t in file_batches(files, target, strict, columns=[*names, *hard])
     ]
     if not parts:
-        return pa.table({n: pa.array([], target.field(n).type) for n in names}), pa.array([], pa.int64())
-    keys = pa.concat_tables(parts)
+        return pa.table({n: pa.array([], target.field(n).type) for n in names}), pa.array([], pa.int64()), 0
+    keys = pa.concat_tables(parts)  # row i has _ROW == i
     if dedupe:
-        last = keys.group_by(names, use_threads=False).aggregate([(_ROW, "max")]).column(f"{_ROW}_max")
-        keys = keys.filter(pc.is_in(keys.column(_ROW), value_set=last))
-    inserts = keys.filter(pc.invert(_flags(keys, hard))) if hard else keys
-    distinct = keys.select(names).group_by(names, use_threads=False).aggregate([])
-    return distinct, inserts.column(_ROW).combine_chunks()
+        grouped = keys.group_by(names, use_threads=False).aggregate([(_ROW, "max")])
+        distinct = grouped.select(names)
+        rows = grouped.column(f"{_ROW}_max").combine_chunks()
+        rows = pc.take(rows, pc.sort_indices(rows))
+    else:
+        distinct = keys.select(names).group_by(names, use_threads=False).aggregate([])
+        rows = keys.column(_ROW).combine_chunks()
+    if hard:
+        rows = rows.filter(pc.invert(pc.take(_flags(keys, hard), rows)))
+    return distinct, rows, keys.num_rows
 
 
 def merge_into(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
     event: FileEvent, *, strict: bool, chunk_bytes: int, chunk_rows: int, extra_keys: pa.Table | None = None,
-) -> int:
+    zero_copy: bool = False, batch_id: str = "", verify: bool = True,
+) -> tuple[int, bool]:
     """Upsert by primary key (last row per key wins) or delete-insert by merge key; rows
     flagged by a ``hard_delete`` column delete their key and are not inserted.
 
     Merge-on-read: replaced rows get position deletes (one small file per touched data
-    file, reading only key columns); new versions are appended. One OVERWRITE snapshot."""
+    file, reading only key columns); new versions are appended, as-is when every row of the
+    batch is inserted and the files fit. One OVERWRITE snapshot. Returns (rows, zero-copy)."""
     names = list(event.primary_key or event.merge_key)
     hard = _hard_delete_columns(event, target)
-    keys, insert_rows = _winners(files, target, names, hard, bool(event.primary_key), strict)
+    keys, insert_rows, total = _winners(files, target, names, hard, bool(event.primary_key), strict)
     if extra_keys is not None and extra_keys.num_rows:
         extra = extra_keys.select(names).cast(keys.schema)
         keys = pa.concat_tables([keys, extra]).group_by(names, use_threads=False).aggregate([])
+    as_is = zero_copy and len(insert_rows) == total and total > 0 and fits_as_is(files, target, table)
+    if as_is:
+        name_mapped(tx)
     producer = MergeOnReadFiles(transaction=tx, io=table.io, snapshot_properties=props)
     with producer:
         if table.current_snapshot() is not None and keys.num_rows:
-            for task in table.scan(row_filter=_key_range(keys)).plan_files():
-                for start in range(0, keys.num_rows, chunk_rows):
-                    positions = matching_positions(table, task.file, keys.slice(start, chunk_rows), list(task.delete_files))
-                    if len(positions):
-                        producer.append_data_file(write_position_deletes(table, task.file, positions, producer.commit_uuid))
-        rows = write_rows(tx, table, producer, _select_rows(file_batches(files, target, strict), insert_rows), chunk_bytes)
-    return rows
+            tasks = list(table.scan(row_filter=_key_range(keys)).plan_files())
+            for data_file, positions in _replaced(table, tasks, keys, chunk_rows):
+                producer.append_data_file(write_position_deletes(table, data_file, positions, producer.commit_uuid))
+        if as_is:
+            return add_as_is(tx, table, producer, files, batch_id, verify), True
+        batches = file_batches(files, target, strict)
+        selected = (t for _, t in batches) if len(insert_rows) == total else _select_rows(batches, insert_rows)
+        rows = write_rows(tx, table, producer, selected, chunk_bytes)
+    return rows, False
+
+
+def _replaced(table: Table, tasks: Sequence[FileScanTask], keys: pa.Table, chunk_rows: int) -> Iterator[tuple[DataFile, pa.Array]]:
+    """(data file, positions of its rows whose key is in ``keys``) for each touched file;
+    two files are probed at a time (each read of key columns and hash probe is native code)."""
+    def probe(task: FileScanTask) -> tuple[DataFile, pa.Array]:
+        parts = [matching_positions(table, task.file, keys.slice(start, chunk_rows), list(task.delete_files))
+                 for start in range(0, keys.num_rows, chunk_rows)]
+        return task.file, pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
+
+    with ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="ingester-probe") as pool:
+        for data_file, positions in pool.map(probe, tasks):
+            if len(positions):
+                yield data_file, positions
 
 
 def _select_rows(batches: Iterator[tuple[int, pa.Table]], rows: pa.Array) -> Iterator[pa.Table]:
+    """The rows of each batch whose global row id is in ``rows`` (ascending)."""
+    wanted = rows.to_pylist()
     for start, t in batches:
-        ids = pa.array(range(start, start + t.num_rows), pa.int64())
-        yield t.filter(pc.is_in(ids, value_set=rows))
+        lo, hi = bisect.bisect_left(wanted, start), bisect.bisect_left(wanted, start + t.num_rows)
+        if hi > lo:
+            yield t.take(pa.array([r - start for r in wanted[lo:hi]], pa.int64()))

@@ -91,3 +91,39 @@ def test_merge_is_merge_on_read_with_position_deletes(committer: SnapshotCommitt
     rows = committer.catalog.load_table(("ns", "m")).scan().to_arrow().to_pylist()
     assert len(rows) == 101 and [r["v"] for r in rows if r["id"] == 5] == ["newer"]
     assert list_tables(committer.catalog)[0].rows == 101
+
+
+def test_a_merge_whose_rows_all_survive_registers_its_files_as_is(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    from ingester.events import WriteDisposition
+
+    base = write_parquet(tmp_path / "in", {"id": pa.array(range(10), pa.int64()), "v": ["old"] * 10})
+    committer.commit(batch([base], "z"))
+    change = write_parquet(tmp_path / "in", {"id": pa.array([3, 4, 50], pa.int64()), "v": ["new"] * 3})
+    ev = FileEvent("z", location=str(change), write_disposition=WriteDisposition.MERGE, primary_key=("id",))
+    result = committer.commit(Batch(TableRef("ns", "z"), (Pending(ev, Position("p", 9)),)))
+    assert result.zero_copy and result.rows == 3
+    change.unlink()  # the table owns its copy
+    table = committer.catalog.load_table(("ns", "z"))
+    assert any("/data/ingester-" in t.file.file_path for t in table.scan().plan_files())
+    rows = {r["id"]: r["v"] for r in table.scan().to_arrow().to_pylist()}
+    assert len(rows) == 11 and rows[3] == rows[4] == rows[50] == "new" and rows[5] == "old"
+    # a batch with a key twice keeps only its last row: rewritten, not registered as-is
+    twice = write_parquet(tmp_path / "in", {"id": pa.array([3, 3], pa.int64()), "v": ["a", "b"]})
+    ev2 = FileEvent("z", location=str(twice), write_disposition=WriteDisposition.MERGE, primary_key=("id",))
+    second = committer.commit(Batch(TableRef("ns", "z"), (Pending(ev2, Position("p", 10)),)))
+    assert not second.zero_copy and second.rows == 1
+    rows = {r["id"]: r["v"] for r in committer.catalog.load_table(("ns", "z")).scan().to_arrow().to_pylist()}
+    assert len(rows) == 11 and rows[3] == "b"
+
+
+def test_a_replace_that_fits_registers_its_files_as_is(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    from ingester.events import WriteDisposition
+
+    committer.commit(batch([write_parquet(tmp_path / "in", {"id": pa.array(range(5), pa.int64())})], "r"))
+    fresh = write_parquet(tmp_path / "in", {"id": pa.array([100, 101], pa.int64())})
+    ev = FileEvent("r", location=str(fresh), write_disposition=WriteDisposition.REPLACE)
+    result = committer.commit(Batch(TableRef("ns", "r"), (Pending(ev, Position("p", 9)),)))
+    assert result.zero_copy and result.rows == 2
+    table = committer.catalog.load_table(("ns", "r"))
+    assert sorted(table.scan().to_arrow().column("id").to_pylist()) == [100, 101]
+    assert len(table.metadata.snapshots) == 2
