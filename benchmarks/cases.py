@@ -49,32 +49,71 @@ def publish_files(settings: Any, files: list[Path], tables: int = 1) -> None:
     queue.close()
 
 
+def create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, partitions, 1)])
+        finally:
+            await admin.close()
+
+    anyio.run(create)
+
+
 def case_daemon(args: argparse.Namespace) -> dict[str, Any]:
-    """Events on the queue -> committed rows (engine run only is timed)."""
-    from ingester.wiring import build_engine
+    """Events on the queue -> committed rows (engine run only is timed). With Kafka the
+    consumer first joins its group on the empty topic (timed apart: ``join_s``), then the
+    events are published."""
+    from ingester.wiring import build_engine, build_source
 
     files = data.write_files(Path(args.data), args.rows, args.rows_per_file)
     home = Path(tempfile.mkdtemp(prefix="bench-home-"))
     source = {"kind": "kafka", "bootstrap_servers": args.kafka, "topics": [f"bench-{time.time_ns()}"],
-              "group_id": "bench", "session_timeout_ms": 6000} if args.kafka else {}
+              "group_id": f"bench-{time.time_ns()}", "session_timeout_ms": 6000} if args.kafka else {}
     settings = settings_for(
         home, Path(args.data), source=source,
         window={"max_batch_files": args.max_files, "max_batch_age_s": args.age, "max_inflight_bytes": args.inflight_mb << 20,
                 "max_batch_bytes": args.batch_mb << 20},
         commit={"zero_copy": not args.rewrite, "workers": 4},
     )
-    publish_files(settings, files, args.tables)
-    engine = build_engine(settings)
-    started = time.perf_counter()
-    stats = anyio.run(lambda: engine.run(exit_when_idle=True))
-    seconds = time.perf_counter() - started
+    if args.kafka:
+        create_topic(args.kafka, settings.source.topics[0])
+    else:
+        publish_files(settings, files, args.tables)
+    engine = build_engine(settings, source=build_source(settings))
+    timing: dict[str, float] = {}
+
+    async def join() -> None:
+        """Join the group on the empty topic, then publish (both before the timed run)."""
+        started = time.perf_counter()
+        while not engine.source.statistics().assigned:  # type: ignore[attr-defined]
+            assert not await engine.source.poll(10, 0.1)
+        timing["join_s"] = time.perf_counter() - started
+        await anyio.to_thread.run_sync(publish_files, settings, files, args.tables)
+
+    async def run() -> Any:
+        try:
+            if args.kafka:
+                await join()
+            started = time.perf_counter()
+            stats = await engine.run(exit_when_idle=True)
+            timing["seconds"] = time.perf_counter() - started
+            return stats
+        finally:
+            await engine.source.aclose()  # leaves the group now, not after a session timeout
+
+    stats = anyio.run(run)
+    seconds = timing["seconds"]
     cat = engine.committer.catalog
     snaps = files_ = 0
     for i in range(args.tables):
         st = table_stats(cat.load_table(("default", f"events_{i}")))
         snaps, files_ = snaps + st["snapshots"], files_ + st["data_files"]
     return {"rows": stats.rows, "seconds": seconds, "snapshots": snaps, "data_files": files_,
-            "bytes": sum(p.stat().st_size for p in files), "peak_rss_mb": peak_rss_mb()}
+            "bytes": sum(p.stat().st_size for p in files), "peak_rss_mb": peak_rss_mb(), "join_s": timing.get("join_s", 0.0)}
 
 
 def case_pyiceberg_append(args: argparse.Namespace) -> dict[str, Any]:
