@@ -1,9 +1,10 @@
 """Streaming data files: arrow tables in, Iceberg data files out, in bounded memory.
 
 The caller's thread reads and casts; ``writers`` threads encode parquet, each into its own
-file, taking row groups in turn (parquet encoding is single-threaded per file, so this is
-what uses more than one core). A file is closed after ``file_bytes`` of arrow data. Memory
-per writer: one row group being gathered plus ``QUEUE_DEPTH`` waiting, whatever the input.
+file, each taking the next row group from one shared queue as soon as it is free (parquet
+encoding is single-threaded per file, so this is what uses more than one core). A file is
+closed after ``file_bytes`` of arrow data. Memory: one row group being gathered, one being
+encoded per writer and ``QUEUE_DEPTH`` per writer waiting, whatever the input.
 Unpartitioned tables only (partitioned writes go through pyiceberg's own splitting).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,8 +33,7 @@ ROW_GROUP_ROWS = 1024 * 1024  # pyiceberg's write.parquet.row-group-limit defaul
 ROW_GROUP_BYTES = 32 * 1024 * 1024
 QUEUE_DEPTH = 1
 DEFAULT_WRITERS = 2
-_DONE = None
-_PUT_POLL_S = 0.1
+_POLL_S = 0.05
 
 
 def row_groups(tables: Iterable[pa.Table], rows: int = ROW_GROUP_ROWS, max_bytes: int = ROW_GROUP_BYTES) -> Iterator[pa.Table]:
@@ -82,41 +83,49 @@ class StreamingDataFiles:
         self.rows = 0
 
     def write(self, tables: Iterable[pa.Table]) -> list[DataFile]:
-        queues: list[queue.Queue[pa.Table | None]] = [queue.Queue(QUEUE_DEPTH) for _ in range(self._writers)]
+        """Blocks until every file is written; raises the first reading or writing error."""
+        work: queue.Queue[pa.Table] = queue.Queue(self._writers * QUEUE_DEPTH)
+        stop = threading.Event()
         with ThreadPoolExecutor(self._writers, thread_name_prefix="ingester-encode") as pool:
-            futures = [pool.submit(self._drain, q) for q in queues]
+            writers = [pool.submit(self._drain, work, stop) for _ in range(self._writers)]
             try:
-                for i, group in zip(itertools.cycle(range(self._writers)), row_groups(tables, max_bytes=min(ROW_GROUP_BYTES, self._file_bytes))):
+                for group in row_groups(tables, max_bytes=min(ROW_GROUP_BYTES, self._file_bytes)):
                     if self._task_schema is None:
                         self._task_schema = pyarrow_to_schema(
                             group.schema, name_mapping=self._metadata.schema().name_mapping,
                             downcast_ns_timestamp_to_us=True, format_version=self._metadata.format_version,
                         )
                     self.rows += group.num_rows
-                    self._put(queues[i], futures[i], group)
-            finally:  # the writers close their files, also when reading failed
-                for q, f in zip(queues, futures):
-                    self._put(q, f, _DONE)
-            return [data_file for f in futures for data_file in f.result()]
+                    self._put(work, writers, group)
+            finally:  # the writers finish the queue and close their files, also when reading failed
+                stop.set()
+            return [data_file for w in writers for data_file in w.result()]
 
     @staticmethod
-    def _put(q: queue.Queue[pa.Table | None], writer: Future[list[DataFile]], item: pa.Table | None) -> None:
-        """Blocks while the writer is busy; raises the writer's error if it died."""
+    def _put(work: queue.Queue[pa.Table], writers: list[Future[list[DataFile]]], group: pa.Table) -> None:
+        """Blocks while every writer is busy; raises a writer's error if one died."""
         while True:
-            if writer.done():
-                writer.result()  # raises its error
-                return
+            for w in writers:
+                if w.done():  # writers only end after ``stop``: this one failed
+                    w.result()
             try:
-                q.put(item, timeout=_PUT_POLL_S)
+                work.put(group, timeout=_POLL_S)
                 return
             except queue.Full:
                 continue
 
-    def _drain(self, q: queue.Queue[pa.Table | None]) -> list[DataFile]:
+    def _drain(self, work: queue.Queue[pa.Table], stop: threading.Event) -> list[DataFile]:
+        """One writer: takes the next row group whoever queued it, into its own open file."""
         files: list[DataFile] = []
         current: _OpenFile | None = None
         try:
-            while (group := q.get()) is not _DONE:
+            while True:
+                try:
+                    group = work.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if stop.is_set():
+                        break
+                    continue
                 if current is None:
                     current = self._open()
                 current.writer.write(self._with_field_ids(group))
