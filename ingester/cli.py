@@ -174,13 +174,13 @@ def publish_cmd(
     primary_key: Annotated[list[str] | None, typer.Option(help="primary key column (repeat)")] = None,
 ) -> None:
     """Stage files and put one event per file on the configured queue."""
-    from ingester.events import WriteDisposition
+    from ingester.events import FileEvent, WriteDisposition
     from ingester.publish import file_event, load_package_events, publish
     from ingester.wiring import build_queue, build_stager
 
     settings = _settings()
     _setup_logging(settings)
-    events = []
+    events: list[FileEvent] = []
     for path in paths:
         if path.is_dir() and (path / "schema.json").exists():
             events.extend(load_package_events(path, namespace))

@@ -52,7 +52,7 @@ class MergeOnReadFiles(_FastAppendFiles):
     """One OVERWRITE snapshot that adds data files and position delete files."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, operation=Operation.OVERWRITE, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, operation=Operation.OVERWRITE, **kwargs)  # type: ignore[arg-type, misc]
 
     def _manifests(self) -> list[ManifestFile]:
         everything = list(self._added_data_files)

@@ -47,7 +47,7 @@ def shop(seed: int = 7, customers: int = 500, orders: int = 2_000, page_views: i
                 "items": items,
             }
 
-    @dlt.resource(
+    @dlt.resource(  # type: ignore[call-overload]  # dlt's column typing has no x- hint keys
         name="page_views",
         write_disposition="append",
         columns={"viewed_at": {"data_type": "timestamp", "partition": True, "x-partition-transform": "day"}},

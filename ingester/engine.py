@@ -21,8 +21,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import anyio
-from anyio.abc import ObjectSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ingester.commit import CommitResult, SnapshotCommitter
 from ingester.deadletter import DeadLetter, DeadLetterSink
@@ -100,7 +99,7 @@ class Engine:
         self._poll_max = poll_max_records
         self._poll_timeout = poll_timeout_s
         self._revoke_timeout = revoke_timeout_s
-        self._sends: list[ObjectSendStream[Batch]] = []
+        self._sends: list[MemoryObjectSendStream[Batch]] = []
         self._outbox: deque[Batch] = deque()
         self._held: deque[tuple[Message, Pending | None, TableRef | None]] = deque()
         self._stop = anyio.Event()
@@ -305,13 +304,12 @@ class Engine:
 
     async def _commit(self, batch: Batch) -> None:
         started = time.monotonic()
-        retried = self._retried
         loaded = await self.retry.run(
-            lambda: anyio.to_thread.run_sync(self.committer.read, batch), what=f"read {batch.table}", on_retry=retried
+            lambda: anyio.to_thread.run_sync(self.committer.read, batch), what=f"read {batch.table}", on_retry=self._retried
         )
         _crash_point("before-commit", self._counts["snapshots"])
         result: CommitResult = await self.retry.run(
-            lambda: anyio.to_thread.run_sync(self.committer.apply, loaded), what=f"commit {batch.table}", on_retry=retried
+            lambda: anyio.to_thread.run_sync(self.committer.apply, loaded), what=f"commit {batch.table}", on_retry=self._retried
         )
         for r in result.rejected:
             await self._dead_letter(DeadLetter(r.reason, encode_event(r.event), r.position, str(batch.table)), kind="rejected_file")

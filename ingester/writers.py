@@ -158,7 +158,7 @@ def _link(source: str | None, dest: str) -> bool:
 def name_mapped(tx: Transaction) -> None:
     """Files registered as-is carry no field ids: readers map their columns by name."""
     if tx.table_metadata.name_mapping() is None:
-        tx.set_properties(**{TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()})
+        tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()})
 
 
 def add_as_is(
@@ -236,7 +236,7 @@ def _key_range(keys: pa.Table) -> BooleanExpression:
     if lo is None:
         return AlwaysTrue()
     name = keys.column_names[0]
-    return And(GreaterThanOrEqual(name, lo), LessThanOrEqual(name, hi))
+    return And(GreaterThanOrEqual(name, lo), LessThanOrEqual(name, hi))  # type: ignore[call-arg, misc]  # pydantic plugin misreads __init__
 
 
 def _winners(
