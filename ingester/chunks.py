@@ -18,7 +18,6 @@ from ingester.storage import raise_if_transient
 from ingester.window import Pending
 
 READ_BATCH_ROWS = 65_536
-DEFAULT_CHUNK_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,11 +22,12 @@ from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 from pyiceberg.table import Table, TableProperties, Transaction
 
 from ingester import markers as mk
-from ingester.chunks import DEFAULT_CHUNK_BYTES, BadFile, SourceFile
+from ingester.chunks import BadFile, SourceFile
 from ingester.errors import SchemaConflict, TerminalError
 from ingester.events import FileEvent, WriteDisposition
 from ingester.partitioning import spec_for
 from ingester.schema import evolution, normalize_schema, table_arrow_schema, to_iceberg
+from ingester.settings import DEFAULT_MERGE_BATCH_SIZE, DEFAULT_WRITE_CHUNK_BYTES
 from ingester.sources.base import Position
 from ingester.storage import FileReader
 from ingester.window import Batch, TableRef
@@ -97,9 +98,9 @@ class SnapshotCommitter:
         *,
         group: str | None = None,
         strict_casting: bool = False,
-        merge_batch_size: int = 500_000,
+        merge_batch_size: int = DEFAULT_MERGE_BATCH_SIZE,
         zero_copy: bool = True,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int = DEFAULT_WRITE_CHUNK_BYTES,
         fail_on_reject: bool = False,
         verify_files: bool = True,
     ) -> None:

@@ -165,13 +165,19 @@ def add_as_is(
     tx: Transaction, table: Table, producer: _SnapshotProducer, files: Sequence[SourceFile], batch_id: str, verify: bool  # type: ignore[type-arg]
 ) -> int:
     """Register ``files`` in ``producer`` without rewriting them (``name_mapped`` first);
-    returns their rows. ``verify`` decodes every page first (untrusted producers)."""
-    if verify:
-        verify_pages(files)
-    paths = copy_into_table(table, files, batch_id)
+    returns their rows."""
+    paths = owned_copies(table, files, batch_id, verify)
     for data_file in _parquet_files_to_data_files(table_metadata=tx.table_metadata, file_paths=paths, io=table.io):
         producer.append_data_file(data_file)
     return sum(f.rows for f in files)
+
+
+def owned_copies(table: Table, files: Sequence[SourceFile], batch_id: str, verify: bool) -> list[str]:
+    """The table's own copies of ``files``, to register as-is; ``verify`` decodes every page
+    first (untrusted producers)."""
+    if verify:
+        verify_pages(files)
+    return copy_into_table(table, files, batch_id)
 
 
 def append(
@@ -181,10 +187,7 @@ def append(
     """Returns (rows, whether the files were registered zero-copy). ``verify`` decodes every
     page of a file before registering it as-is (untrusted producers)."""
     if zero_copy and fits_as_is(files, target, table):
-        if verify:
-            verify_pages(files)
-        paths = copy_into_table(table, files, batch_id)
-        tx.add_files(paths, snapshot_properties=props, check_duplicate_files=False)
+        tx.add_files(owned_copies(table, files, batch_id, verify), snapshot_properties=props, check_duplicate_files=False)
         return sum(f.rows for f in files), True
     with tx.update_snapshot(snapshot_properties=props).fast_append() as producer:
         rows = write_rows(tx, table, producer, (t for _, t in file_batches(files, target, strict)), chunk_bytes)
