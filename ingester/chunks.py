@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ingester import dictionaries as dc
 from ingester.errors import TerminalError
 from ingester.schema import cast_to, normalize_schema
 from ingester.storage import raise_if_transient
@@ -28,10 +29,13 @@ class SourceFile:
     schema: pa.Schema
     raw_schema: pa.Schema
     rows: int
-    open: Callable[[], pq.ParquetFile]
+    open: Callable[..., pq.ParquetFile]
+    """``open(read_dictionary=())``: the parquet file, those columns read as dictionaries."""
     open_raw: Callable[[], pa.NativeFile]
     location: str | None = None
     """Canonical ``file://`` or ``s3://`` location (None for inline data)."""
+    dictionary: frozenset[str] = frozenset()
+    """``dictionaries.dictionary_encoded`` of the file."""
 
     def describe(self) -> str:
         return self.item.event.describe()
@@ -46,18 +50,27 @@ class BadFile(Exception):
 
 
 def file_batches(
-    files: Sequence[SourceFile], target: pa.Schema, strict: bool, columns: Sequence[str] | None = None
+    files: Sequence[SourceFile], target: pa.Schema, strict: bool, columns: Sequence[str] | None = None,
+    dictionaries: bool = False,
 ) -> Iterator[tuple[int, pa.Table]]:
-    """(global row index of the first row, cast table) per record batch, in file order."""
+    """(global row index of the first row, cast table) per record batch, in file order.
+    With ``dictionaries`` repetitive dictionary-encoded string columns stay arrow
+    dictionaries (``ingester.dictionaries``; the same columns in every batch)."""
     start = 0
-    wanted = pa.schema([target.field(c) for c in columns]) if columns is not None else target
+    plain = pa.schema([target.field(c) for c in columns]) if columns is not None else target
+    keep = dc.candidates(plain, ((f.schema, f.dictionary) for f in files)) if dictionaries else frozenset()
+    probe = bool(keep)  # the first batch decides which candidates stay dictionaries
+    wanted = dc.with_dictionaries(plain, keep)
     for f in files:
         try:
-            pf = f.open()
             read_cols = [c for c in (columns or f.raw_schema.names) if c in f.raw_schema.names]
+            pf = f.open(read_dictionary=[c for c in read_cols if c in keep])
             for rb in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=read_cols):
+                if probe and rb.num_rows:
+                    keep, probe = dc.repetitive(rb, keep), False
+                    wanted = dc.with_dictionaries(plain, keep)
                 table = pa.Table.from_batches([rb])
-                normal = normalize_schema(table.schema, f.item.event.columns)
+                normal = dc.with_dictionaries(normalize_schema(table.schema, f.item.event.columns), keep)
                 if not table.schema.equals(normal):
                     table = table.cast(normal)
                 yield start, cast_to(table, wanted, f.describe(), strict)

@@ -23,6 +23,7 @@ from pyiceberg.table import Table, TableProperties, Transaction
 
 from ingester import markers as mk
 from ingester.chunks import BadFile, SourceFile
+from ingester.dictionaries import dictionary_encoded
 from ingester.errors import SchemaConflict, TerminalError
 from ingester.events import FileEvent, WriteDisposition
 from ingester.partitioning import spec_for
@@ -132,9 +133,10 @@ class SnapshotCommitter:
                 files.append(
                     SourceFile(
                         item, schema, raw, pf.metadata.num_rows,
-                        open=lambda ev=ev: self.reader.open(ev),  # type: ignore[misc]
+                        open=lambda read_dictionary=(), ev=ev: self.reader.open(ev, read_dictionary),  # type: ignore[misc]
                         open_raw=lambda ev=ev: self.reader.open_raw(ev),  # type: ignore[misc]
                         location=self.reader.check(ev.location) if ev.location else None,
+                        dictionary=dictionary_encoded(pf.metadata),
                     )
                 )
             except TerminalError as exc:

@@ -22,12 +22,15 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.io import FileIO
 from pyiceberg.io.fileformat import FileFormatFactory, FileFormatWriter
-from pyiceberg.io.pyarrow import _to_requested_schema, pyarrow_to_schema
+from pyiceberg.io import OutputFile
+from pyiceberg.io.pyarrow import ParquetFormatWriter, _to_requested_schema, pyarrow_to_schema
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.schema import Schema, sanitize_column_names
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.typedef import Record
+from pyiceberg.typedef import Properties, Record
+
+from ingester.dictionaries import unified, without_dictionaries
 
 ROW_GROUP_ROWS = 1024 * 1024  # pyiceberg's write.parquet.row-group-limit default
 ROW_GROUP_BYTES = 32 * 1024 * 1024
@@ -37,7 +40,8 @@ _POLL_S = 0.05
 
 
 def row_groups(tables: Iterable[pa.Table], rows: int = ROW_GROUP_ROWS, max_bytes: int = ROW_GROUP_BYTES) -> Iterator[pa.Table]:
-    """Coalesce small tables into row groups of about ``rows`` rows (or ``max_bytes``)."""
+    """Coalesce small tables into row groups of about ``rows`` rows (or ``max_bytes``), each
+    dictionary column with one dictionary (parquet then writes it without re-hashing)."""
     pending: list[pa.Table] = []
     n = size = 0
     for t in tables:
@@ -46,10 +50,19 @@ def row_groups(tables: Iterable[pa.Table], rows: int = ROW_GROUP_ROWS, max_bytes
         pending.append(t)
         n, size = n + t.num_rows, size + t.nbytes
         if n >= rows or size >= max_bytes:
-            yield pa.concat_tables(pending)
+            yield unified(pa.concat_tables(pending))
             pending, n, size = [], 0, 0
     if pending:
-        yield pa.concat_tables(pending)
+        yield unified(pa.concat_tables(pending))
+
+
+class _ParquetWriter(ParquetFormatWriter):
+    """pyiceberg's parquet writer without the stored arrow schema: dictionary columns are
+    written dictionary-encoded yet read back as plain strings, like any other data file."""
+
+    def __init__(self, output_file: OutputFile, file_schema: Schema, properties: Properties) -> None:
+        super().__init__(output_file, file_schema, properties)
+        self._parquet_writer_kwargs["store_schema"] = False
 
 
 @dataclass
@@ -92,7 +105,7 @@ class StreamingDataFiles:
                 for group in row_groups(tables, max_bytes=min(ROW_GROUP_BYTES, self._file_bytes)):
                     if self._task_schema is None:
                         self._task_schema = pyarrow_to_schema(
-                            group.schema, name_mapping=self._metadata.schema().name_mapping,
+                            without_dictionaries(group.schema), name_mapping=self._metadata.schema().name_mapping,
                             downcast_ns_timestamp_to_us=True, format_version=self._metadata.format_version,
                         )
                     self.rows += group.num_rows
@@ -156,7 +169,7 @@ class StreamingDataFiles:
         name = f"00000-{next(self._tasks)}-{self._uuid}.{self._format.file_extension()}"
         path = self._locations.new_data_location(data_file_name=name)
         output = self._io.new_output(path)
-        return _OpenFile(path, output, self._format.create_writer(output, self._file_schema, self._metadata.properties))
+        return _OpenFile(path, output, _ParquetWriter(output, self._file_schema, self._metadata.properties))
 
     def _close(self, f: _OpenFile) -> DataFile:
         stats = f.writer.close()

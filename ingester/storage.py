@@ -98,11 +98,12 @@ class FileReader:
                 raise UnreadableFile(f"{event.describe()}: file not found") from None
             raise
 
-    def open(self, event: FileEvent) -> pq.ParquetFile:
-        """Parquet file of the event; ``UnreadableFile`` / ``LocationRefused`` on bad input."""
+    def open(self, event: FileEvent, read_dictionary: Sequence[str] = ()) -> pq.ParquetFile:
+        """Parquet file of the event (``read_dictionary``: columns read as arrow dictionaries);
+        ``UnreadableFile`` / ``LocationRefused`` on bad input."""
         source = self.open_raw(event)
         try:
-            return pq.ParquetFile(source)
+            return pq.ParquetFile(source, read_dictionary=list(read_dictionary) or None)
         except (pa.ArrowInvalid, OSError) as exc:
             raise_if_transient(exc, event)
             raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None

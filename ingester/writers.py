@@ -91,6 +91,12 @@ def write_rows(
     return writer.rows
 
 
+def _batches(tx: Transaction, files: Sequence[SourceFile], target: pa.Schema, strict: bool) -> Iterator[tuple[int, pa.Table]]:
+    """The rows ``write_rows`` writes: dictionary columns stay dictionaries when they stream
+    (unpartitioned); pyiceberg's partition split gets plain columns."""
+    return file_batches(files, target, strict, dictionaries=tx.table_metadata.spec().is_unpartitioned())
+
+
 def fits_as_is(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> bool:
     """True when every file can be registered without rewriting (zero-copy)."""
     if not table.spec().is_unpartitioned():
@@ -190,7 +196,7 @@ def append(
         tx.add_files(owned_copies(table, files, batch_id, verify), snapshot_properties=props, check_duplicate_files=False)
         return sum(f.rows for f in files), True
     with tx.update_snapshot(snapshot_properties=props).fast_append() as producer:
-        rows = write_rows(tx, table, producer, (t for _, t in file_batches(files, target, strict)), chunk_bytes)
+        rows = write_rows(tx, table, producer, (t for _, t in _batches(tx, files, target, strict)), chunk_bytes)
     return rows, False
 
 
@@ -209,7 +215,7 @@ def replace_all(
                 producer.delete_data_file(task.file)
         if as_is:
             return add_as_is(tx, table, producer, files, batch_id, verify), True
-        rows = write_rows(tx, table, producer, (t for _, t in file_batches(files, target, strict)), chunk_bytes)
+        rows = write_rows(tx, table, producer, (t for _, t in _batches(tx, files, target, strict)), chunk_bytes)
     return rows, False
 
 
@@ -296,7 +302,7 @@ def merge_into(
                 producer.append_data_file(write_position_deletes(table, data_file, positions, producer.commit_uuid))
         if as_is:
             return add_as_is(tx, table, producer, files, batch_id, verify), True
-        batches = file_batches(files, target, strict)
+        batches = _batches(tx, files, target, strict)
         selected = (t for _, t in batches) if len(insert_rows) == total else _select_rows(batches, insert_rows)
         rows = write_rows(tx, table, producer, selected, chunk_bytes)
     return rows, False

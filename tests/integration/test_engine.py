@@ -11,6 +11,8 @@ from typing import Any
 
 import anyio
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
 import pytest
 from pyiceberg.transforms import (
     BucketTransform,
@@ -36,12 +38,14 @@ pytestmark = pytest.mark.integration
 class Env:
     """One isolated ingester home on one catalog, with a unique namespace."""
 
-    def __init__(self, home: Path, catalog: dict[str, Any], s3: dict[str, str] | None, **window: Any) -> None:
+    def __init__(
+        self, home: Path, catalog: dict[str, Any], s3: dict[str, str] | None, commit: dict[str, Any] | None = None, **window: Any
+    ) -> None:
         self.ns = f"t{uuid.uuid4().hex[:8]}"
         self.settings = Settings(
             home=home, catalog=catalog, routing={"namespace": self.ns},
             window={"max_batch_age_s": 60, **window},
-            commit={"strict_casting": True, "max_retries": 3},
+            commit={"strict_casting": True, "max_retries": 3, **(commit or {})},
         )
         self.home = self.settings.home_dir
         self.staging = self.home / "staging"
@@ -71,11 +75,11 @@ class Env:
 
 @pytest.fixture(params=["sql", "rest"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Env]:
-    def make(**window: Any) -> Env:
+    def make(commit: dict[str, Any] | None = None, **window: Any) -> Env:
         if request.param == "sql":
-            return Env(tmp_path / "home", {}, None, **window)
+            return Env(tmp_path / "home", {}, None, commit, **window)
         seaweed = request.getfixturevalue("seaweed")
-        return Env(tmp_path / "home", rest_catalog_settings(seaweed), s3_secret(seaweed), **window)
+        return Env(tmp_path / "home", rest_catalog_settings(seaweed), s3_secret(seaweed), commit, **window)
 
     return make
 
@@ -94,6 +98,27 @@ def test_n_files_of_one_table_in_one_window_make_one_snapshot(env: Callable[...,
     assert len(e.rows("events")) == 2000
     assert e.duck("events", "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM t") == [(2000, 2000, 0, 1999)]
     assert e.queue.depth() == 0
+
+
+def test_a_rewrite_writes_repetitive_strings_as_dictionaries_and_reads_back_exactly(env: Callable[..., Env]) -> None:
+    e = env(commit={"zero_copy": False})
+    n = 20_000
+    for i in range(3):
+        rows = range(i * n, (i + 1) * n)
+        e.publish(e.file({"id": ids(i * n, n), "country": [("DE", "FR", "US")[r % 3] for r in rows],
+                          "uid": [f"user-{r:08d}" for r in rows]}), "d")
+    e.publish(e.file({"id": ids(3 * n, 10), "uid": [f"late-{r}" for r in range(10)]}), "d")  # no country
+    stats = e.run()
+    assert (stats.rows, stats.snapshots) == (3 * n + 10, 1)
+    assert e.duck("d", "SELECT country, count(*), count(DISTINCT uid), min(id), max(id) FROM t GROUP BY 1 ORDER BY 1") == [
+        ("DE", n, n, 0, 3 * n - 3), ("FR", n, n, 1, 3 * n - 2), ("US", n, n, 2, 3 * n - 1), (None, 10, 10, 3 * n, 3 * n + 9)]
+    got = e.table("d").scan().to_arrow()
+    assert not any(pa.types.is_dictionary(f.type) for f in got.schema)
+    assert got.filter(pa.compute.equal(got["id"], 40_004)).to_pylist() == [{"id": 40_004, "country": "US", "uid": "user-00040004"}]
+    data_file = next(iter(e.table("d").scan().plan_files())).file
+    meta = pq.ParquetFile(e.table("d").io.new_input(data_file.file_path).open()).metadata
+    country = next(meta.row_group(0).column(c) for c in range(meta.num_columns) if meta.row_group(0).column(c).path_in_schema == "country")
+    assert country.has_dictionary_page and b"ARROW:schema" not in (meta.metadata or {})
 
 
 def test_three_interleaved_tables_get_one_snapshot_each(env: Callable[..., Env]) -> None:

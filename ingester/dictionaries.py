@@ -1,0 +1,72 @@
+"""Keeping dictionary-encoded string columns as arrow dictionaries through a rewrite.
+
+A dlt file stores repetitive strings (countries, titles, load ids) dictionary-encoded. Read
+as plain strings, every value is materialised and the parquet writer hashes every value
+again to rebuild the dictionary; read as arrow dictionaries, the writer takes dictionary and
+indices as they are. Which columns: string columns with a dictionary page in every row group
+of every file (``candidates``), minus those whose first batch shows few repeats
+(``repetitive``): a unique id column is cheaper as plain strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MIN_REPEATS = 2
+"""A column stays a dictionary when each value repeats this often on average."""
+
+
+def dictionary_encoded(metadata: pq.FileMetaData) -> frozenset[str]:
+    """Top-level string columns with a dictionary page in every row group of the file."""
+    names = set()
+    for i in range(metadata.num_columns):
+        col = metadata.schema.column(i)
+        if col.physical_type != "BYTE_ARRAY" or col.max_repetition_level or "." in col.path:
+            continue
+        chunks = [metadata.row_group(g).column(i) for g in range(metadata.num_row_groups)]
+        if chunks and all(c.has_dictionary_page for c in chunks):
+            names.add(col.path)
+    return frozenset(names)
+
+
+def candidates(target: pa.Schema, files: Iterable[tuple[pa.Schema, frozenset[str]]]) -> frozenset[str]:
+    """String columns of ``target`` that every file holding them (its normalised schema,
+    its ``dictionary_encoded`` columns) stores dictionary-encoded as a string column."""
+    files = list(files)
+    keep = set()
+    for field in target:
+        holders = [(schema, encoded) for schema, encoded in files if field.name in schema.names]
+        if pa.types.is_string(field.type) and holders and all(
+            field.name in encoded and schema.field(field.name).type.equals(field.type) for schema, encoded in holders
+        ):
+            keep.add(field.name)
+    return frozenset(keep)
+
+
+def repetitive(batch: pa.RecordBatch, names: Collection[str]) -> frozenset[str]:
+    """Those of ``names`` read as dictionaries in ``batch`` whose values repeat enough."""
+    keep = set()
+    for name in names:
+        col = batch.column(name) if name in batch.schema.names else None
+        if isinstance(col, pa.DictionaryArray) and len(col.dictionary) * MIN_REPEATS <= len(col):
+            keep.add(name)
+    return frozenset(keep)
+
+
+def with_dictionaries(schema: pa.Schema, names: Collection[str]) -> pa.Schema:
+    """``schema`` with the named (string) columns as arrow dictionaries."""
+    return pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in names else f for f in schema])
+
+
+def without_dictionaries(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with dictionary columns as their value type (Iceberg has no dictionaries)."""
+    return pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in schema])
+
+
+def unified(table: pa.Table) -> pa.Table:
+    """``table`` with one dictionary per dictionary column (parquet then writes it as is)."""
+    return table.unify_dictionaries() if any(pa.types.is_dictionary(f.type) for f in table.schema) else table
+
