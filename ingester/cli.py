@@ -19,6 +19,7 @@ import click
 import typer
 from pydantic import ValidationError
 
+from ingester.allocator import prefer_jemalloc
 from ingester.errors import describe_validation_error, is_auth_failure
 from ingester.settings import CONFIG_ENV, Settings
 
@@ -111,6 +112,7 @@ def run(
     exit_when_idle: Annotated[bool, typer.Option(help="Drain what is queued, commit, and exit")] = False,
 ) -> None:
     """Consume events and commit them until SIGTERM/SIGINT (then drain, commit, ack, exit 0)."""
+    prefer_jemalloc()  # before pyarrow loads
     settings = _settings()
     _setup_logging(settings)
     try:
@@ -161,6 +163,7 @@ async def _run_engine(settings: Settings, exit_when_idle: bool) -> Any:
                 tg.cancel_scope.cancel()
     finally:  # outside the cancelled scope: an await there would be cancelled and eat the result
         await engine.source.aclose()
+        await anyio.to_thread.run_sync(engine.deadletters.close)  # a Kafka dead-letter producer flushes and stops
         if server is not None:
             server.shutdown()
 

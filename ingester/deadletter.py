@@ -35,6 +35,9 @@ class DeadLetterSink(Protocol):
     async def put(self, letter: DeadLetter) -> None:
         """Store durably before returning (the source is acked past it afterwards)."""
 
+    def close(self) -> None:
+        """Release connections (blocking; every ``put`` has returned). Idempotent."""
+
 
 class FolderDeadLetters:
     """JSON lines in ``<folder>/deadletters.jsonl``, fsynced per record."""
@@ -46,6 +49,9 @@ class FolderDeadLetters:
 
     async def put(self, letter: DeadLetter) -> None:
         self.write(letter)
+
+    def close(self) -> None:
+        """Nothing to release: each record is written and closed by ``write``."""
 
     def write(self, letter: DeadLetter) -> None:
         line = json.dumps(letter.to_json()) + "\n"
@@ -67,3 +73,6 @@ class MemoryDeadLetters:
 
     async def put(self, letter: DeadLetter) -> None:
         self.letters.append(letter)
+
+    def close(self) -> None:
+        pass

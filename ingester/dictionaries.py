@@ -6,6 +6,10 @@ again to rebuild the dictionary; read as arrow dictionaries, the writer takes di
 indices as they are. Which columns: string columns with a dictionary page in every row group
 of every file (``candidates``), minus those whose first batch shows few repeats
 (``repetitive``): a unique id column is cheaper as plain strings.
+
+The writer side: parquet tries a dictionary for every column and gives up only after its
+dictionary page is full, having hashed every value of ids, timestamps and measures up to
+then. ``dictionary_worthy`` picks the columns worth a dictionary from a sample instead.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 MIN_REPEATS = 2
 """A column stays a dictionary when each value repeats this often on average."""
+SAMPLE_ROWS = 65_536
 
 
 def dictionary_encoded(metadata: pq.FileMetaData) -> frozenset[str]:
@@ -70,3 +76,17 @@ def unified(table: pa.Table) -> pa.Table:
     """``table`` with one dictionary per dictionary column (parquet then writes it as is)."""
     return table.unify_dictionaries() if any(pa.types.is_dictionary(f.type) for f in table.schema) else table
 
+
+
+def dictionary_worthy(table: pa.Table) -> list[str] | None:
+    """Columns to dictionary-encode in parquet: arrow dictionaries, and columns whose first
+    ``SAMPLE_ROWS`` values repeat ``MIN_REPEATS`` times on average. None (parquet's default,
+    every column) when a column is nested: its leaves are named by paths, not names."""
+    sample = table.slice(0, SAMPLE_ROWS)
+    names = []
+    for field, col in zip(sample.schema, sample.columns):
+        if pa.types.is_nested(field.type):
+            return None
+        if pa.types.is_dictionary(field.type) or pc.count_distinct(col, mode="all").as_py() * MIN_REPEATS <= len(col):
+            names.append(field.name)
+    return names

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyarrow import fs as pafs
 from pyiceberg.catalog import Catalog
 
+from ingester.allocator import use_daemon_pool
 from ingester.catalog import open_catalog
 from ingester.commit import SnapshotCommitter
 from ingester.deadletter import DeadLetterSink, FolderDeadLetters
@@ -91,6 +92,8 @@ def build_maintenance(settings: Settings, catalog: Catalog) -> MaintenanceSchedu
 
 
 def build_engine(settings: Settings, source: Source | None = None, metrics: Metrics | None = None) -> Engine:
+    """The daemon: also makes jemalloc arrow's pool (``ingester.allocator``)."""
+    use_daemon_pool()
     source = source or build_source(settings)
     w = settings.window
     committer = build_committer(settings, source.group)

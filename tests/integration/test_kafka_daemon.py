@@ -321,7 +321,7 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_the_rest_is_committed(
     stream.sent = good
     engine = build_engine(settings_env(stream.env))
     stats = run_until_idle(engine)
-    engine.deadletters.close()  # type: ignore[attr-defined]
+    engine.deadletters.close()
     assert (stats.events, stats.dead_letters) == (188, 20)  # 8 named unreadable files were admitted
 
     where = {r.value: f"{stream.topics[0]}/{r.partition}@{r.offset}"

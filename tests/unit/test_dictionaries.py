@@ -10,7 +10,14 @@ import pytest
 
 from ingester.catalog import open_catalog
 from ingester.commit import SnapshotCommitter
-from ingester.dictionaries import candidates, dictionary_encoded, repetitive, unified, with_dictionaries
+from ingester.dictionaries import (
+    candidates,
+    dictionary_encoded,
+    dictionary_worthy,
+    repetitive,
+    unified,
+    with_dictionaries,
+)
 from ingester.events import FileEvent
 from ingester.settings import CatalogSettings
 from ingester.sources.base import Position
@@ -68,6 +75,13 @@ def test_unified_gives_each_column_one_dictionary() -> None:
     assert got.column("c").to_pylist() == ["a", "b", "b", "c"]
 
 
+def test_parquet_dictionaries_only_for_columns_whose_sample_repeats() -> None:
+    t = rows(0).append_column("label", pa.array(["x"] * N).dictionary_encode())
+    t = t.append_column("flag", pa.array([i % 2 == 0 for i in range(N)]))
+    assert dictionary_worthy(t) == ["country", "label", "flag"]
+    assert dictionary_worthy(t.append_column("tags", pa.array([["a"]] * N))) is None  # nested: parquet decides
+
+
 @pytest.fixture
 def committer(tmp_path: Path) -> SnapshotCommitter:
     return SnapshotCommitter(open_catalog(CatalogSettings(), tmp_path / "home"), FileReader([tmp_path.as_uri()]),
@@ -92,6 +106,8 @@ def test_a_rewrite_keeps_repetitive_columns_dictionary_encoded_and_every_value(c
     assert b"ARROW:schema" not in (written.metadata.metadata or {})  # read back as plain strings by every reader
     country = written.metadata.row_group(0).column(1)
     assert country.path_in_schema == "country" and country.has_dictionary_page and country.statistics.null_count > 0
+    unique = [written.metadata.row_group(0).column(i) for i in (0, 2)]  # id, uid: no dictionary attempt
+    assert [c.path_in_schema for c in unique] == ["id", "uid"] and not any(c.has_dictionary_page for c in unique)
     assert task.file.lower_bounds[2] == b"DE" and task.file.upper_bounds[2] == b"US"
 
 

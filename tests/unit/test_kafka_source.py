@@ -14,7 +14,7 @@ import pytest
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 
-from ingester.deadletter import DeadLetter
+from ingester.deadletter import DeadLetter, MemoryDeadLetters
 from ingester.engine import Engine
 from ingester.events import FileEvent
 from ingester.markers import MarkerCache
@@ -304,7 +304,7 @@ def test_revocation_commits_and_acks_what_was_read_before_the_partitions_go(tmp_
         source, made = make_source()
         consumer = await joined(source, made, TP0, TP1)
         consumer.logs = {TP0: list(events[:5]), TP1: list(events[5:])}
-        engine = engine_on(tmp_path, source, MemoryLetters())
+        engine = engine_on(tmp_path, source, MemoryDeadLetters())
         async with anyio.create_task_group() as tg:
             tg.start_soon(engine.run)
             with anyio.fail_after(10):
@@ -334,7 +334,7 @@ def test_a_slow_commit_holds_the_rebalance_no_longer_than_the_revoke_timeout(tmp
         source, made = make_source()
         consumer = await joined(source, made, TP0, TP1)
         consumer.logs = {TP0: list(events[:5]), TP1: list(events[5:])}
-        engine = engine_on(tmp_path, source, MemoryLetters(), revoke_timeout_s=0.3)
+        engine = engine_on(tmp_path, source, MemoryDeadLetters(), revoke_timeout_s=0.3)
         apply = engine.committer.apply
 
         def slow_apply(loaded: Any) -> Any:
@@ -363,15 +363,7 @@ def test_a_slow_commit_holds_the_rebalance_no_longer_than_the_revoke_timeout(tmp
     assert stats.snapshots == 1 and stats.duplicates == 5  # events/1 read again after the rebalance
 
 
-class MemoryLetters:
-    def __init__(self) -> None:
-        self.letters: list[DeadLetter] = []
-
-    async def put(self, letter: DeadLetter) -> None:
-        self.letters.append(letter)
-
-
-class RebalancingLetters(MemoryLetters):
+class RebalancingLetters(MemoryDeadLetters):
     """Writing the first dead letter takes a while, and a rebalance happens meanwhile."""
 
     def __init__(self, consumer: FakeConsumer, assignment: list[TopicPartition]) -> None:
@@ -457,7 +449,7 @@ def test_exit_when_idle_drains_more_windows_than_the_workers_queues_hold(tmp_pat
         source, made = make_source()
         consumer = await joined(source, made, TP0)
         consumer.logs = {TP0: list(events)}
-        engine = engine_on(tmp_path, source, MemoryLetters())
+        engine = engine_on(tmp_path, source, MemoryDeadLetters())
         with anyio.fail_after(30):
             stats = await engine.run(exit_when_idle=True)
         assert (stats.events, stats.snapshots) == (12, 12)
