@@ -77,7 +77,6 @@ def unified(table: pa.Table) -> pa.Table:
     return table.unify_dictionaries() if any(pa.types.is_dictionary(f.type) for f in table.schema) else table
 
 
-
 def dictionary_worthy(table: pa.Table) -> list[str] | None:
     """Columns to dictionary-encode in parquet: arrow dictionaries, and columns whose first
     ``SAMPLE_ROWS`` values repeat ``MIN_REPEATS`` times on average. None (parquet's default,
@@ -87,6 +86,14 @@ def dictionary_worthy(table: pa.Table) -> list[str] | None:
     for field, col in zip(sample.schema, sample.columns):
         if pa.types.is_nested(field.type):
             return None
-        if pa.types.is_dictionary(field.type) or pc.count_distinct(col, mode="all").as_py() * MIN_REPEATS <= len(col):
+        if pa.types.is_dictionary(field.type) or _distinct(col) * MIN_REPEATS <= len(col):
             names.append(field.name)
     return names
+
+
+def _distinct(col: pa.ChunkedArray) -> int:
+    """Distinct values (null counts as one); 0 for a type arrow cannot count (a dictionary then)."""
+    try:
+        return int(pc.count_distinct(col, mode="all").as_py())
+    except pa.ArrowNotImplementedError:
+        return 0

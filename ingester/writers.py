@@ -119,7 +119,7 @@ def verify_pages(files: Sequence[SourceFile]) -> None:
 
     def decode(f: SourceFile) -> None:
         try:
-            for _ in f.open().iter_batches(batch_size=READ_BATCH_ROWS):
+            for _ in f.open(read_dictionary=sorted(f.dictionary)).iter_batches(batch_size=READ_BATCH_ROWS):
                 pass
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
             raise_if_transient(exc, f.item.event)
