@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import click
@@ -22,6 +22,9 @@ from pydantic import ValidationError
 from ingester.allocator import prefer_jemalloc
 from ingester.errors import describe_validation_error, is_auth_failure
 from ingester.settings import CONFIG_ENV, Settings
+
+if TYPE_CHECKING:
+    from ingester.engine import Engine, EngineStats
 
 app = typer.Typer(
     add_completion=False,
@@ -135,17 +138,30 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def _run_engine(settings: Settings, exit_when_idle: bool) -> Any:
-    from ingester.metrics import serve
+async def _run_engine(settings: Settings, exit_when_idle: bool) -> EngineStats:
+    from ingester.metrics import Metrics, serve
     from ingester.wiring import build_engine, retry_policy
 
-    # a catalog that is down or throttling at startup is waited for, like one down later
-    engine = await retry_policy(settings).run(
-        lambda: anyio.to_thread.run_sync(build_engine, settings), what="connect to the catalog"
-    )
+    metrics = Metrics()
+    engine: Engine | None = None
     server = None
-    if settings.metrics.port:
-        server = serve(engine.metrics, settings.metrics.host, settings.metrics.port, engine.heartbeat.alive, lambda: engine.ready)
+    if settings.metrics.port:  # up while the catalog is waited for: alive, not ready
+        server = serve(metrics, settings.metrics.host, settings.metrics.port,
+                       lambda: engine is None or engine.heartbeat.alive(), lambda: engine is not None and engine.ready)
+    try:
+        # a catalog that is down or throttling at startup is waited for, like one down later
+        engine = await retry_policy(settings).run(
+            lambda: anyio.to_thread.run_sync(lambda: build_engine(settings, metrics=metrics)), what="connect to the catalog",
+            on_retry=lambda exc: metrics.retries.labels("connect to the catalog").inc(),
+        )
+        return await _consume(engine, exit_when_idle)
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+async def _consume(engine: Engine, exit_when_idle: bool) -> EngineStats:
+    """``engine.run`` until it ends or SIGTERM/SIGINT asks it to drain; then leave the group."""
     try:
         async with anyio.create_task_group() as tg:
 
@@ -158,14 +174,13 @@ async def _run_engine(settings: Settings, exit_when_idle: bool) -> Any:
 
             tg.start_soon(watch_signals)
             try:
-                return await engine.run(exit_when_idle=exit_when_idle)
+                stats = await engine.run(exit_when_idle=exit_when_idle)
             finally:
                 tg.cancel_scope.cancel()
     finally:  # outside the cancelled scope: an await there would be cancelled and eat the result
         await engine.source.aclose()
         await anyio.to_thread.run_sync(engine.deadletters.close)  # a Kafka dead-letter producer flushes and stops
-        if server is not None:
-            server.shutdown()
+    return stats
 
 
 @app.command("publish")

@@ -67,6 +67,11 @@ def snapshot_count(table: Table) -> int:
     return len(table.metadata.snapshots)
 
 
+def catalog_env(catalog: Mapping[str, Any]) -> dict[str, str]:
+    """``Settings.catalog`` as ``INGESTER_CATALOG__*`` variables."""
+    return {f"INGESTER_CATALOG__{key.upper()}": str(value) for key, value in catalog.items()}
+
+
 def rest_catalog_settings(seaweed: Any, auth: str = "oauth2") -> dict[str, Any]:
     """Settings.catalog for the SeaweedFS REST catalog (as a dict for ``Settings(catalog=...)``)."""
     base: dict[str, Any] = {

@@ -34,7 +34,7 @@ from ingester.settings import CatalogSettings, Settings
 from ingester.sources.spool import SpoolQueue
 from ingester.storage import FileReader
 from ingester.wiring import s3_for
-from tests.support import event_for, rest_catalog_settings, write_parquet
+from tests.support import catalog_env, event_for, rest_catalog_settings, write_parquet
 
 pytestmark = pytest.mark.integration
 
@@ -46,11 +46,6 @@ FRAGMENT = 10  # characters of a secret's head or tail that count as a leak
 def wrong(what: str) -> str:
     """A distinctive wrong secret."""
     return f"WRONG-{what}-{uuid.uuid4().hex}"
-
-
-def catalog_env(catalog: dict[str, Any]) -> dict[str, str]:
-    """``Settings.catalog`` as ``INGESTER_CATALOG__*`` variables."""
-    return {f"INGESTER_CATALOG__{key.upper()}": str(value) for key, value in catalog.items()}
 
 
 @dataclass
