@@ -1,4 +1,4 @@
-"""``ingester run | publish | tables | maintain | demo | settings | replay-deadletters``."""
+"""``ingester run | publish | tables | maintain | remove-orphans | demo | settings | replay-deadletters``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ from ingester.errors import describe_validation_error, is_auth_failure
 from ingester.settings import CONFIG_ENV, Settings
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
     from ingester.engine import Engine, EngineStats
+    from ingester.window import TableRef
 
 app = typer.Typer(
     add_completion=False,
@@ -245,23 +248,48 @@ def maintain(
     Safe next to a running daemon: a round that meets a concurrent commit skips that step.
     """
     from ingester.catalog import open_catalog
-    from ingester.window import TableRef
     from ingester.wiring import build_maintenance
 
     settings = _settings()
     _setup_logging(settings)
     catalog = open_catalog(settings.catalog, settings.home_dir)
-    if table:
-        namespace, _, name = table.rpartition(".")
-        refs = [TableRef(namespace or settings.routing.namespace_prefix + settings.routing.namespace, name)]
-    else:
-        refs = [TableRef(".".join(i[:-1]), i[-1]) for ns in catalog.list_namespaces() for i in catalog.list_tables(ns)]
     schedule = build_maintenance(settings, catalog)
-    reports = [schedule.run(ref) for ref in refs]
+    reports = [schedule.run(ref) for ref in _table_refs(settings, catalog, table)]
     for report in reports:
         typer.echo(report.describe())
     if any(r.error for r in reports):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _table_refs(settings: Settings, catalog: Catalog, table: str | None) -> list[TableRef]:
+    """``TableRef``s of ``table`` (``namespace.table``, or a table of the default namespace), or of every table."""
+    from ingester.window import TableRef
+
+    if table:
+        namespace, _, name = table.rpartition(".")
+        return [TableRef(namespace or settings.routing.namespace_prefix + settings.routing.namespace, name)]
+    return [TableRef(".".join(i[:-1]), i[-1]) for ns in catalog.list_namespaces() for i in catalog.list_tables(ns)]
+
+
+@app.command("remove-orphans")
+def remove_orphans_cmd(
+    table: Annotated[str | None, typer.Option(help="namespace.table, or a table of the default namespace; default: all")] = None,
+    older_than_hours: Annotated[float, typer.Option(min=1.0, help="only files older than this (in flight or still read: younger)")] = 72.0,
+    dry_run: Annotated[bool, typer.Option(help="list the orphans, delete nothing")] = False,
+) -> None:
+    """Delete files in the tables' data/ and metadata/ folders that no retained snapshot or
+    metadata file refers to (failed commits, expired snapshots), older than --older-than-hours."""
+    from ingester.catalog import open_catalog
+    from ingester.orphans import remove_orphans
+
+    settings = _settings()
+    _setup_logging(settings)
+    catalog = open_catalog(settings.catalog, settings.home_dir)
+    for ref in _table_refs(settings, catalog, table):
+        report = remove_orphans(catalog.load_table((ref.namespace, ref.name)), str(ref), older_than_hours * 3600, dry_run)
+        typer.echo(report.describe())
+        for path in report.orphans if dry_run else ():
+            typer.echo(f"  {path}")
 
 
 @app.command()

@@ -12,7 +12,7 @@ between the current one and the newest one that carries each group's offsets mar
 Readers: no file is ever deleted here, neither compacted-away files nor the files of expired
 snapshots (pyiceberg's ``ExpireSnapshots`` only drops them from the metadata), so a reader
 that planned on an older snapshot keeps reading it. Removing unreferenced files is orphan
-cleanup, a separate, age-gated concern.
+cleanup, a separate, age-gated step (``ingester.orphans``, ``ingester remove-orphans``).
 
 Exactly-once: source offsets are cumulative in every snapshot, so they survive expiry and
 compaction. Event ids and dlt load ids are per snapshot: they dedupe replays only while their

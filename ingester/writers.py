@@ -158,6 +158,11 @@ def _link(source: str | None, dest: str) -> bool:
         os.link(src, dst)
     except OSError:
         return False
+    try:
+        os.utime(dst)  # the link looks new: orphan cleanup spares files younger than its cut-off
+    except OSError:
+        dst.unlink(missing_ok=True)  # not ours to touch: copy the bytes instead
+        return False
     return True
 
 

@@ -101,6 +101,26 @@ def test_kill_9_and_restart_loses_nothing_and_duplicates_nothing(tmp_path: Path)
     assert ids == list(range(n))
 
 
+def test_remove_orphans_deletes_only_old_unreachable_files(tmp_path: Path) -> None:
+    home, src = tmp_path / "home", tmp_path / "src"
+    cli(home, "publish", *[str(write_parquet(src, {"id": [i]})) for i in range(3)], "--table", "t")
+    cli(home, "run", "--exit-when-idle")
+    data = home / "warehouse" / "default" / "t" / "data"
+    committed = sorted(data.iterdir())
+    old, young = data / "leftover-old.parquet", data / "leftover-young.parquet"
+    for path in (old, young):
+        path.write_bytes(b"left over by a commit that never landed")
+    four_days_ago = time.time() - 4 * 86400
+    os.utime(old, (four_days_ago, four_days_ago))
+    dry = cli(home, "remove-orphans", "--dry-run", "--older-than-hours", "24").stdout
+    assert "default.t: would remove (dry run) 1 orphan files" in dry and str(old) in dry and old.exists()
+    done = cli(home, "remove-orphans").stdout
+    assert "default.t: removed 1 orphan files" in done
+    assert not old.exists() and young.exists() and all(p.exists() for p in committed)
+    assert tables(home)["default.t"]["rows"] == 3
+    assert duckdb_rows(catalog(home).load_table(("default", "t")), "SELECT count(*) FROM t") == [(3,)]
+
+
 def test_demo_prints_the_tables(tmp_path: Path) -> None:
     out = subprocess.run([INGESTER, "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "INGESTER_HOME": str(tmp_path / "h")})

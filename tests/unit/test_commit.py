@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pytest
@@ -39,6 +42,17 @@ def test_files_that_fit_are_registered_without_rewrite(committer: SnapshotCommit
     for f in files:
         f.unlink()  # the table owns its copies
     assert sorted(table.scan().to_arrow().column("id").to_pylist()) == [0, 1, 2, 100, 101, 102]
+
+
+def test_a_hard_link_made_for_a_commit_looks_new_to_orphan_cleanup(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    produced = write_parquet(tmp_path / "in", {"id": pa.array([1, 2], pa.int64())})
+    four_days_ago = time.time() - 4 * 86400
+    os.utime(produced, (four_days_ago, four_days_ago))
+    assert committer.commit(batch([produced], "h")).zero_copy
+    (task,) = committer.catalog.load_table(("ns", "h")).scan().plan_files()
+    linked = Path(unquote(urlparse(task.file.file_path).path))
+    assert linked.stat().st_ino == produced.stat().st_ino  # the same bytes, not a copy
+    assert linked.stat().st_mtime > time.time() - 60
 
 
 def test_files_that_do_not_fit_are_rewritten_in_bounded_chunks(committer: SnapshotCommitter, tmp_path: Path) -> None:
