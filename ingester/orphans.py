@@ -46,11 +46,15 @@ def reachable_paths(table: Table) -> set[str]:
     md, io = table.metadata, table.io
     locations = {table.metadata_location, *(e.metadata_file for e in md.metadata_log)}
     locations |= {s.statistics_path for s in md.statistics} | {s.statistics_path for s in md.partition_statistics}
+    manifests: set[str] = set()
     for snapshot in md.snapshots:
         locations.add(snapshot.manifest_list)
         for manifest in snapshot.manifests(io):
-            locations.add(manifest.manifest_path)
+            if manifest.manifest_path in manifests:  # snapshots share most manifests: read each once
+                continue
+            manifests.add(manifest.manifest_path)
             locations.update(e.data_file.file_path for e in manifest.fetch_manifest_entry(io, discard_deleted=True))
+    locations |= manifests
     return {PyArrowFileIO.parse_location(loc, io.properties)[2] for loc in locations}
 
 
