@@ -284,12 +284,22 @@ def remove_orphans_cmd(
 
     settings = _settings()
     _setup_logging(settings)
-    catalog = open_catalog(settings.catalog, settings.home_dir)
-    for ref in _table_refs(settings, catalog, table):
-        report = remove_orphans(catalog.load_table((ref.namespace, ref.name)), str(ref), older_than_hours * 3600, dry_run)
+    failed = False
+    with _fails_cleanly():
+        catalog = open_catalog(settings.catalog, settings.home_dir)
+        refs = _table_refs(settings, catalog, table)
+    for ref in refs:
+        try:
+            report = remove_orphans(catalog.load_table((ref.namespace, ref.name)), str(ref), older_than_hours * 3600, dry_run)
+        except Exception as exc:  # one line per table, the other tables still run
+            typer.echo(f"error: {ref}: {_describe(exc)}", err=True)
+            failed = True
+            continue
         typer.echo(report.describe())
         for path in report.orphans if dry_run else ():
             typer.echo(f"  {path}")
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

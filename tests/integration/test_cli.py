@@ -119,6 +119,9 @@ def test_remove_orphans_deletes_only_old_unreachable_files(tmp_path: Path) -> No
     assert not old.exists() and young.exists() and all(p.exists() for p in committed)
     assert tables(home)["default.t"]["rows"] == 3
     assert duckdb_rows(catalog(home).load_table(("default", "t")), "SELECT count(*) FROM t") == [(3,)]
+    missing = cli(home, "remove-orphans", "--table", "nope", check=False)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: default.nope: NoSuchTableError")
+    assert "Traceback" not in missing.stderr
 
 
 def test_demo_prints_the_tables(tmp_path: Path) -> None:
