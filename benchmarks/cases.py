@@ -44,8 +44,8 @@ def settings_for(home: Path, data_dir: Path, **overrides: Any) -> Any:
 
 
 def publish_files(settings: Any, files: list[Path], tables: int = 1) -> None:
-    from ingester.publish import file_event
     from ingester.events import encode_event
+    from ingester.publish import file_event
     from ingester.wiring import build_queue
 
     queue = build_queue(settings)

@@ -134,7 +134,7 @@ def main() -> None:
     table.append(line("daemon 1M (spool)", "ingester rewrite", rewrite, f"{limit['seconds'] / rewrite['seconds']:.2f}x limit", ">= 0.8x"))
     if args.kafka:
         sys.path.insert(0, str(HERE.parent))
-        from ingester.localstack import TansuBroker
+        from ingester.testing.localstack import TansuBroker
 
         broker = TansuBroker.start()
         try:

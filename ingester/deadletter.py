@@ -6,11 +6,17 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ingester.sources.base import Position
+import anyio
+
+from ingester.sources.base import EventQueue, Position
+
+if TYPE_CHECKING:
+    from ingester.settings import SourceSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +82,40 @@ class MemoryDeadLetters:
 
     def close(self) -> None:
         pass
+
+
+class KafkaDeadLetters:
+    """``DeadLetterSink`` on a topic: value = the dead letter JSON (reason, partition, offset,
+    original payload), key = the source partition. Connects on the first letter."""
+
+    def __init__(self, options: Mapping[str, Any], topic: str) -> None:
+        self.topic = topic
+        self._options = dict(options)
+        self._queue: EventQueue | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: SourceSettings, topic: str) -> KafkaDeadLetters:
+        from ingester.sources.kafka import producer_options
+
+        return cls(producer_options(settings), topic)
+
+    async def put(self, letter: DeadLetter) -> None:
+        """Returns once the letter is acked by the broker."""
+        value = json.dumps(letter.to_json()).encode()
+        key = letter.position.partition.encode() if letter.position else None
+        await anyio.to_thread.run_sync(self._send, value, key)
+
+    def _send(self, value: bytes, key: bytes | None) -> None:
+        from ingester.sources.kafka import KafkaEventQueue  # Kafka only where a topic is configured
+
+        with self._lock:
+            if self._queue is None:
+                self._queue = KafkaEventQueue(self._options, self.topic)
+        self._queue.put_many([value], [key] if key is not None else None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._queue is not None:
+                self._queue.close()
+                self._queue = None

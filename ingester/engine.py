@@ -23,15 +23,16 @@ from dataclasses import dataclass
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ingester.commit import CommitResult, SnapshotCommitter
+from ingester.batch import Batch, Pending, TableRef
+from ingester.commit.committer import CommitResult, SnapshotCommitter
 from ingester.deadletter import DeadLetter, DeadLetterSink
 from ingester.events import InvalidEvent, decode_event, encode_event
-from ingester.maintenance import MaintenanceSchedule
+from ingester.maintenance.schedule import MaintenanceSchedule
 from ingester.metrics import Heartbeat, Metrics, ReportsLag
 from ingester.retry import RetryPolicy
 from ingester.routing import Router
 from ingester.sources.base import Message, OffsetTracker, Source
-from ingester.window import Batch, BatchLimits, InflightBudget, Pending, TableRef, WindowSet
+from ingester.window import BatchLimits, InflightBudget, WindowSet
 
 log = logging.getLogger(__name__)
 

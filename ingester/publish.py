@@ -14,21 +14,14 @@ import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from ingester.events import FileEvent, WriteDisposition, encode_event
-
-
-class EventQueue(Protocol):
-    """Where events are published (spool file, Kafka topic). Blocking calls."""
-
-    def put_many(self, payloads: Sequence[bytes], keys: Sequence[bytes] | None = None) -> int: ...
-
-    def close(self) -> None: ...
+from ingester.sources.base import EventQueue
 
 
 def event_id(load_id: str | None, table: str, file_name: str, size: int) -> str:

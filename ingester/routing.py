@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from ingester.batch import TableRef
 from ingester.events import IDENTIFIER_PATTERN, FileEvent, InvalidEvent
 from ingester.settings import RoutingSettings
-from ingester.window import TableRef
 
 _IDENT = re.compile(IDENTIFIER_PATTERN)
 

@@ -8,10 +8,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.exceptions import ResolveError
-from pyiceberg.io.pyarrow import _ConvertToIcebergWithoutIDs, schema_to_pyarrow, visit_pyarrow
-from pyiceberg.schema import Schema, assign_fresh_schema_ids, promote
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.schema import Schema, promote
 
 from ingester.errors import SchemaConflict
+from ingester.iceberg_layer.schemas import arrow_to_iceberg
 
 DLT_TYPES: dict[str, pa.DataType] = {
     "text": pa.string(),
@@ -68,8 +69,7 @@ def normalize_schema(schema: pa.Schema, columns: Mapping[str, Mapping[str, Any]]
 
 def to_iceberg(schema: pa.Schema) -> Schema:
     """Iceberg schema with fresh field ids for a (normalised) arrow schema."""
-    converted = visit_pyarrow(schema, _ConvertToIcebergWithoutIDs(downcast_ns_timestamp_to_us=True))
-    return assign_fresh_schema_ids(converted)
+    return arrow_to_iceberg(schema)
 
 
 def table_arrow_schema(schema: Schema) -> pa.Schema:

@@ -3,54 +3,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ingester.batch import Batch, Pending, TableRef
 from ingester.events import FileEvent, WriteDisposition
-from ingester.sources.base import Position
-
-
-@dataclass(frozen=True, slots=True)
-class TableRef:
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}.{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """An admitted event and the source position it came from (None for direct loads)."""
-
-    event: FileEvent
-    position: Position | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """A closed window: the unit of one Iceberg snapshot."""
-
-    table: TableRef
-    items: tuple[Pending, ...]
-    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    @property
-    def events(self) -> list[FileEvent]:
-        return [p.event for p in self.items]
-
-    @property
-    def positions(self) -> list[Position]:
-        return [p.position for p in self.items if p.position is not None]
-
-    @property
-    def byte_size(self) -> int:
-        return sum(p.event.byte_size for p in self.items)
-
-    @property
-    def disposition(self) -> WriteDisposition:
-        return self.items[0].event.write_disposition
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +99,6 @@ class WindowSet:
         batches = [w.close() for w in self._open.values()]
         self._open.clear()
         return batches
-
-    def open_bytes(self) -> int:
-        return sum(w.bytes for w in self._open.values())
 
     def __len__(self) -> int:
         return len(self._open)

@@ -7,16 +7,18 @@ from pyiceberg.catalog import Catalog
 
 from ingester.allocator import use_daemon_pool
 from ingester.catalog import open_catalog
-from ingester.commit import SnapshotCommitter
-from ingester.deadletter import DeadLetterSink, FolderDeadLetters
+from ingester.commit.committer import SnapshotCommitter
+from ingester.deadletter import DeadLetterSink, FolderDeadLetters, KafkaDeadLetters
 from ingester.engine import Engine
-from ingester.maintenance import MaintenancePolicy, MaintenanceSchedule, TableMaintainer
+from ingester.maintenance.maintainer import TableMaintainer
+from ingester.maintenance.planning import MaintenancePolicy
+from ingester.maintenance.schedule import MaintenanceSchedule
 from ingester.metrics import Metrics
-from ingester.publish import EventQueue, Stager
+from ingester.publish import Stager
 from ingester.retry import RetryPolicy
 from ingester.routing import Router
 from ingester.settings import Settings
-from ingester.sources.base import Source
+from ingester.sources.base import EventQueue, Source
 from ingester.sources.spool import SpoolQueue, SpoolSource
 from ingester.storage import FileReader, s3_filesystem
 from ingester.window import BatchLimits
@@ -69,8 +71,6 @@ def build_stager(settings: Settings) -> Stager:
 
 def build_deadletters(settings: Settings) -> DeadLetterSink:
     if settings.deadletter.topic and settings.source.kind == "kafka":
-        from ingester.sources.kafka import KafkaDeadLetters
-
         return KafkaDeadLetters.from_settings(settings.source, settings.deadletter.topic)
     return FolderDeadLetters(settings.deadletter_folder)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,17 @@ def rest_catalog_settings(seaweed: Any, auth: str = "oauth2") -> dict[str, Any]:
 
 def s3_secret(seaweed: Any) -> dict[str, str]:
     return {"endpoint": seaweed.s3_endpoint, "key": seaweed.access_key, "secret": seaweed.secret_key}
+
+
+@dataclass(frozen=True)
+class CatalogUnderTest:
+    """One of the catalogs a test runs on."""
+
+    kind: str
+    """``sql``: the embedded SQLite catalog and local warehouse; ``rest``: SeaweedFS on S3."""
+    settings: dict[str, Any]
+    """``Settings.catalog`` (empty: the embedded default)."""
+    s3: dict[str, str] | None = None
+    """DuckDB's S3 secret (``support.duckdb_connection``), for ``rest``."""
+    server: Any = None
+    """The ``SeaweedServer``, for ``rest``."""

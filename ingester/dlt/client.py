@@ -60,13 +60,14 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchNamespaceErr
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo
 from pyiceberg.table import Table
 
-from ingester.commit import CommitResult, LoadedBatch, SnapshotCommitter
+from ingester.batch import Batch, Pending, TableRef
+from ingester.commit.committer import CommitResult, LoadedBatch, SnapshotCommitter
 from ingester.dlt.configuration import IcebergClientConfiguration
+from ingester.dlt.sql_client import IcebergSqlClient
 from ingester.errors import TerminalError
 from ingester.events import FileEvent
 from ingester.publish import event_id, file_event, table_hints
 from ingester.storage import FileReader
-from ingester.window import Batch, Pending, TableRef
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -453,15 +454,11 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
     # ------------------------------------------------------------ sql access
     @property
     def sql_client_class(self) -> type[SqlClientBase[Any]]:
-        from ingester.dlt.sql_client import IcebergSqlClient
-
         return IcebergSqlClient
 
     @property
     def sql_client(self) -> SqlClientBase[Any]:
         if self._sql_client is None:
-            from ingester.dlt.sql_client import IcebergSqlClient
-
             self._sql_client = IcebergSqlClient(self, self.dataset_name)
         return self._sql_client
 

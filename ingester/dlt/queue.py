@@ -11,11 +11,12 @@ from typing import Any
 import dlt
 from dlt.common.destination import Destination
 from dlt.common.schema.typing import TTableSchema
-from dlt.common.typing import TDataItems
 from dlt.common.storages.load_package import load_package_state
+from dlt.common.typing import TDataItems
 
-from ingester.publish import EventQueue, file_event, publish, table_hints
+from ingester.publish import file_event, publish, table_hints
 from ingester.settings import Settings
+from ingester.sources.base import EventQueue
 
 
 class SharedQueue:

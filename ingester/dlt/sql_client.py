@@ -12,19 +12,17 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
 import duckdb
+from dlt.common.destination.client import JobClientBase, SupportsOpenTables
 from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.destination.typing import PreparedTableSchema
 from dlt.common.schema import Schema
 from dlt.destinations.impl.duckdb.configuration import ConnStatement, DuckDbCredentials
 from dlt.destinations.impl.duckdb.sql_client import WithTableScanners
 from pyiceberg.table import Table
-
-if TYPE_CHECKING:
-    from ingester.dlt.client import IcebergJobClient
 
 EXTENSIONS = ("httpfs", "avro", "iceberg")
 
@@ -68,16 +66,19 @@ def s3_secret_sql(name: str, bucket: str, props: dict[str, str]) -> str | None:
 
 
 class IcebergSqlClient(WithTableScanners):
-    """A DuckDB in-memory database with one view per dlt table of the dataset."""
+    """A DuckDB in-memory database with one view per dlt table of the dataset, over any job
+    client with open-table access to Iceberg tables (dlt's ``SupportsOpenTables``)."""
 
-    def __init__(self, remote_client: IcebergJobClient, dataset_name: str) -> None:
+    def __init__(self, remote_client: JobClientBase, dataset_name: str) -> None:
+        if not isinstance(remote_client, SupportsOpenTables):
+            raise TypeError(f"{type(remote_client).__name__} has no open-table access")
         config: dict[str, Any] = {}
         if ext := extension_directory():
             config = {"extension_directory": ext, "autoinstall_known_extensions": False}
         conn = duckdb.connect(":memory:", config=config)
         super().__init__(remote_client, dataset_name, DuckDbCredentials(conn))
         self.memory_db = conn  # owned: closed with the client
-        self.remote_client: IcebergJobClient = remote_client
+        self._open_tables: SupportsOpenTables = remote_client
         pool = self.credentials.conn_pool
         assert pool is not None  # created when the credentials resolved
         self._pool = pool
@@ -92,7 +93,7 @@ class IcebergSqlClient(WithTableScanners):
     def create_view_select(self, table_schema: PreparedTableSchema, schema: Schema | None = None) -> tuple[str, str] | None:
         """(table location, SELECT over the table's current snapshot); None if it does not exist."""
         try:
-            table = self.remote_client.load_table(str(table_schema["name"]))
+            table = self._open_tables.load_open_table("iceberg", str(table_schema["name"]))
         except DestinationUndefinedEntity:
             return None
         self._add_secret(table)

@@ -1,8 +1,9 @@
-"""The source contract: positions, messages, and what the engine may ask of a queue."""
+"""Both faces of the queue seam: ``Source`` (what the engine asks of a queue: positions,
+messages, acks) and ``EventQueue`` (where producers publish)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -53,6 +54,14 @@ class Source(Protocol):
         """True when nothing is waiting to be delivered (for ``--exit-when-idle``)."""
 
     async def aclose(self) -> None: ...
+
+
+class EventQueue(Protocol):
+    """Where events are published (spool file, Kafka topic). Blocking calls."""
+
+    def put_many(self, payloads: Sequence[bytes], keys: Sequence[bytes] | None = None) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class OffsetTracker:

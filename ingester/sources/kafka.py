@@ -9,7 +9,7 @@ the member never leaves its group. Before partitions are taken away the register
 callbacks run (the engine commits and acks there).
 
 ``KafkaEventQueue`` is a blocking producer for sync code (``ingester publish``, the dlt
-sink); ``KafkaDeadLetters`` writes dead letters to a topic. Both use acks=all and no
+sink, the dead-letter topic of ``ingester.deadletter``). It uses acks=all and no
 idempotent producer (Tansu and some other brokers lack InitProducerId); ordering per table
 comes from the key. ``kafka_options`` from the settings go to the consumer as given, and to
 producers for the options a producer accepts (connection, security, ...).
@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import threading
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from ingester.deadletter import DeadLetter
 from ingester.settings import SourceSettings
 from ingester.sources.base import Message, Position, RevokeCallback
 
@@ -312,36 +309,3 @@ class KafkaEventQueue:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
-
-
-class KafkaDeadLetters:
-    """``DeadLetterSink`` on a topic: value = the dead letter JSON (reason, partition, offset,
-    original payload), key = the source partition. Connects on the first letter."""
-
-    def __init__(self, options: Mapping[str, Any], topic: str) -> None:
-        self.topic = topic
-        self._options = dict(options)
-        self._queue: KafkaEventQueue | None = None
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: SourceSettings, topic: str) -> KafkaDeadLetters:
-        return cls(producer_options(settings), topic)
-
-    async def put(self, letter: DeadLetter) -> None:
-        """Returns once the letter is acked by the broker."""
-        value = json.dumps(letter.to_json()).encode()
-        key = letter.position.partition.encode() if letter.position else None
-        await anyio.to_thread.run_sync(self._send, value, key)
-
-    def _send(self, value: bytes, key: bytes | None) -> None:
-        with self._lock:
-            if self._queue is None:
-                self._queue = KafkaEventQueue(self._options, self.topic)
-        self._queue.put_many([value], [key] if key is not None else None)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._queue is not None:
-                self._queue.close()
-                self._queue = None

@@ -27,12 +27,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 from pyiceberg.table import Table
 
-from ingester import markers
 from ingester.events import FileEvent, encode_event
-from ingester.localstack import free_port
+from ingester.iceberg_layer import markers
 from ingester.settings import SourceSettings
 from ingester.sources.kafka import KafkaEventQueue, partition_name, producer_options
 from ingester.storage import s3_filesystem
+from ingester.testing.localstack import free_port
 from tests.support import rest_catalog_settings
 
 INGESTER = str(Path(sys.executable).parent / "ingester")

@@ -18,10 +18,10 @@ from typing import Any
 import anyio
 import pytest
 
-from ingester.localstack import TansuBroker, free_port
 from ingester.settings import Settings
+from ingester.testing.localstack import TansuBroker, free_port
 from ingester.wiring import build_engine
-from tests.faults import FaultPlan, FaultProxy
+from tests.integration.faults import FaultPlan, FaultProxy
 from tests.integration.kafka_helpers import (
     STAGING,
     Daemon,
@@ -38,8 +38,6 @@ from tests.integration.kafka_helpers import (
     wait_all_acked,
 )
 from tests.support import rest_catalog_settings
-
-pytestmark = pytest.mark.integration
 
 
 @dataclass

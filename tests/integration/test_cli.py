@@ -13,12 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pytest
 from pyiceberg.catalog import load_catalog
 
 from tests.support import duckdb_rows, write_parquet
-
-pytestmark = pytest.mark.integration
 
 INGESTER = str(Path(sys.executable).parent / "ingester")
 

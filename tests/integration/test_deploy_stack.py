@@ -14,11 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from ingester.localstack import free_port, is_running
-
-pytestmark = pytest.mark.integration
+from ingester.testing.localstack import free_port, is_running
 
 REPO = Path(__file__).resolve().parents[2]
 INGESTER = str(Path(sys.executable).parent / "ingester")

@@ -20,10 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 EVENTS_PER_CYCLE = 400
 USERS_PER_CYCLE = 120
 USERS_STEP = 30
@@ -87,8 +83,9 @@ def destination(spec: dict[str, Any]) -> Any:
 
 
 def catalog(spec: dict[str, Any]) -> Any:
-    from ingester.dlt.configuration import IcebergClientConfiguration, IcebergRestClientConfiguration
     from pyiceberg.catalog import load_catalog
+
+    from ingester.dlt.configuration import IcebergClientConfiguration, IcebergRestClientConfiguration
 
     if spec["kind"] == "embedded":
         config: IcebergClientConfiguration = IcebergClientConfiguration(ingester_home=spec["home"])

@@ -37,15 +37,14 @@ from pyiceberg.transforms import (
 )
 
 from ingester import iceberg, iceberg_adapter, iceberg_rest
-from ingester import markers as mk
 from ingester.dlt.configuration import IcebergRestClientConfiguration
 from ingester.dlt.queue import ingester_queue
 from ingester.dlt.sql_client import extension_directory, s3_secret_sql
+from ingester.iceberg_layer import markers as mk
 from ingester.publish import load_package_events, publish
 from ingester.settings import RoutingSettings, Settings, StorageSettings
 from ingester.wiring import build_engine, build_queue, build_stager
-
-pytestmark = pytest.mark.integration
+from tests.support import CatalogUnderTest
 
 REPO = Path(__file__).resolve().parents[2]
 DLT_COLUMNS = {"_dlt_load_id", "_dlt_id", "_dlt_parent_id", "_dlt_root_id", "_dlt_list_idx"}
@@ -74,7 +73,7 @@ class Target:
 
     def destination(self, namespace: str | None = None, **kwargs: Any) -> Destination[Any, Any]:
         ns = namespace or self.namespace
-        if self.kind == "embedded":
+        if self.kind == "sql":
             return iceberg(ingester_home=str(self.home), namespace=ns, **kwargs)
         return iceberg_rest(namespace=ns, **self.rest_params(), **kwargs)
 
@@ -88,14 +87,14 @@ class Target:
         """Daemon settings on the same catalog (queue-fed loads): staging in a local folder for
         the embedded catalog, on S3 for the REST catalog."""
         routing = RoutingSettings(namespace=namespace)
-        if self.kind == "embedded":
+        if self.kind == "sql":
             return Settings(home=self.home, routing=routing)
         catalog = IcebergRestClientConfiguration(**self.rest_params()).catalog_settings()
         staging = StorageSettings.model_validate({"staging": f"s3://warehouse/staging-{namespace}"})
         return Settings(home=self.home, catalog=catalog, routing=routing, storage=staging)
 
     def catalog(self) -> Catalog:
-        if self.kind == "embedded":
+        if self.kind == "sql":
             return load_catalog("ingester", type="sql", uri=f"sqlite:///{self.home / 'catalog.db'}",
                                 warehouse=(self.home / "warehouse").as_uri())
         return self.server.catalog()
@@ -119,10 +118,9 @@ class Target:
         return con.execute(f"SELECT * FROM iceberg_scan('{location}')").fetch_arrow_table().to_pylist()
 
 
-@pytest.fixture(params=["embedded", "rest"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    server = request.getfixturevalue("seaweed") if request.param == "rest" else None
-    return Target(request.param, f"t_{uuid.uuid4().hex[:10]}", tmp_path, server)
+@pytest.fixture
+def target(any_catalog: CatalogUnderTest, tmp_path: Path) -> Target:
+    return Target(any_catalog.kind, f"t_{uuid.uuid4().hex[:10]}", tmp_path, any_catalog.server)
 
 
 @pytest.fixture
@@ -435,7 +433,7 @@ def test_examples_run_unchanged_apart_from_the_import_line(target: Target) -> No
     assert sorted(customers_rows) == [1, 2, 3, 4, 5, 6, 7]
     for name in ("events", "customers"):
         assert len(target.table(name).metadata.snapshots) == 2
-    if target.kind == "embedded":  # the daemon's `ingester tables` lists what the examples loaded
+    if target.kind == "sql":  # the daemon's `ingester tables` lists what the examples loaded
         cli = str(Path(sys.executable).parent / "ingester")
         tables = subprocess.run([cli, "tables", "--json"], env=env, cwd=target.workdir, capture_output=True, text=True, timeout=120)
         listed = {t["name"]: t["rows"] for t in json.loads(tables.stdout)}

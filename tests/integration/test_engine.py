@@ -30,9 +30,7 @@ from ingester.engine import EngineStats
 from ingester.settings import Settings
 from ingester.sources.spool import SpoolQueue, SpoolSource
 from ingester.wiring import build_engine
-from tests.support import duckdb_rows, event_for, rest_catalog_settings, s3_secret, snapshot_count, write_parquet
-
-pytestmark = pytest.mark.integration
+from tests.support import CatalogUnderTest, duckdb_rows, event_for, snapshot_count, write_parquet
 
 
 class Env:
@@ -73,13 +71,10 @@ class Env:
         return duckdb_rows(self.table(name), query, self.s3)
 
 
-@pytest.fixture(params=["sql", "rest"])
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Env]:
+@pytest.fixture
+def env(any_catalog: CatalogUnderTest, tmp_path: Path) -> Callable[..., Env]:
     def make(commit: dict[str, Any] | None = None, **window: Any) -> Env:
-        if request.param == "sql":
-            return Env(tmp_path / "home", {}, None, commit, **window)
-        seaweed = request.getfixturevalue("seaweed")
-        return Env(tmp_path / "home", rest_catalog_settings(seaweed), s3_secret(seaweed), commit, **window)
+        return Env(tmp_path / "home", any_catalog.settings, any_catalog.s3, commit, **window)
 
     return make
 

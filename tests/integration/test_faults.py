@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults import FaultPlan, FaultProxy
-
-pytestmark = pytest.mark.integration
+from tests.integration.faults import FaultPlan, FaultProxy
 
 
 @pytest.mark.parametrize(("fault", "status"), [("http_500", 500), ("http_503", 503), ("http_429", 429)])

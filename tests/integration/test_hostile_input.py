@@ -35,8 +35,6 @@ from ingester.settings import Settings
 from ingester.sources.spool import SpoolQueue, SpoolSource
 from ingester.wiring import build_engine
 
-pytestmark = pytest.mark.integration
-
 TABLES = ("orders", "users", "clicks")
 S3_ALLOWED = "s3://landing/in/"
 MB = 1024 * 1024

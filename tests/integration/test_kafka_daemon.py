@@ -20,12 +20,12 @@ from typing import Any
 import anyio
 import pytest
 
+from ingester.batch import Batch
 from ingester.commit import CommitResult, LoadedBatch, SnapshotCommitter
 from ingester.engine import Engine, EngineStats
 from ingester.events import decode_event
 from ingester.settings import Settings
 from ingester.sources.kafka import KafkaSource
-from ingester.window import Batch
 from ingester.wiring import build_engine
 from tests.integration.kafka_helpers import (
     INGESTER,
@@ -51,8 +51,6 @@ from tests.integration.kafka_helpers import (
     wait_until,
 )
 from tests.support import duckdb_rows, s3_secret, snapshot_count
-
-pytestmark = pytest.mark.integration
 
 
 class RecordingCommitter:

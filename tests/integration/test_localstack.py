@@ -1,4 +1,4 @@
-"""Real SeaweedFS (S3 + Iceberg REST) and Tansu (Kafka) servers started by ingester.localstack."""
+"""Real SeaweedFS (S3 + Iceberg REST) and Tansu (Kafka) servers started by ingester.testing.localstack."""
 
 from __future__ import annotations
 
@@ -15,9 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from ingester.localstack import SEAWEED_PORTS, SeaweedServer, TansuBroker, free_port, is_running, port_free
-
-pytestmark = pytest.mark.integration
+from ingester.testing.localstack import SEAWEED_PORTS, SeaweedServer, TansuBroker, free_port, is_running, port_free
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,19 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from ingester.batch import Batch, Pending, TableRef
 from ingester.catalog import open_catalog
 from ingester.commit import SnapshotCommitter
 from ingester.events import FileEvent, WriteDisposition
-from ingester.maintenance import MAINTENANCE, SMALL_FILE_RATIO, MaintenancePolicy, MaintenanceReport, TableMaintainer
+from ingester.maintenance.maintainer import MaintenanceReport, TableMaintainer
+from ingester.maintenance.planning import MAINTENANCE, SMALL_FILE_RATIO, MaintenancePolicy
 from ingester.settings import CatalogSettings, Settings
 from ingester.sources.base import Position
 from ingester.sources.spool import SpoolQueue, SpoolSource
 from ingester.storage import FileReader
-from ingester.window import Batch, Pending, TableRef
 from ingester.wiring import build_engine
-from tests.support import duckdb_rows, event_for, rest_catalog_settings, s3_secret, write_parquet
-
-pytestmark = pytest.mark.integration
+from tests.support import CatalogUnderTest, duckdb_rows, event_for, write_parquet
 
 INGESTER = str(Path(sys.executable).parent / "ingester")
 T = TableRef("ns", "stream")
@@ -130,16 +129,12 @@ def test_a_thousand_small_commits_are_expired_and_compacted_while_a_reader_count
           + ", ".join(f"{c.data_files_in}->{c.data_files_out} in {c.seconds:.2f}s" for c in compactions))
 
 
-@pytest.fixture(params=["sql", "rest"])
-def on_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[SnapshotCommitter, TableRef, dict[str, str] | None]:
-    """A committer on each catalog (embedded SQLite; REST on S3), a fresh table name, the S3 secret for DuckDB."""
-    if request.param == "sql":
-        cfg, s3 = CatalogSettings(), None
-    else:
-        seaweed = request.getfixturevalue("seaweed")
-        cfg, s3 = CatalogSettings(**rest_catalog_settings(seaweed)), s3_secret(seaweed)
+@pytest.fixture
+def on_catalog(any_catalog: CatalogUnderTest, tmp_path: Path) -> tuple[SnapshotCommitter, TableRef, dict[str, str] | None]:
+    """A committer on each catalog, a fresh table name, the S3 secret for DuckDB."""
+    cfg = CatalogSettings(**any_catalog.settings)
     committer = SnapshotCommitter(open_catalog(cfg, tmp_path / "home"), FileReader([tmp_path.as_uri()]), group="g")
-    return committer, TableRef(f"m{uuid.uuid4().hex[:8]}", "stream"), s3
+    return committer, TableRef(f"m{uuid.uuid4().hex[:8]}", "stream"), any_catalog.s3
 
 
 def test_compaction_folds_merge_deletes_back_for_pyiceberg_and_duckdb(

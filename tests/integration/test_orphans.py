@@ -15,22 +15,17 @@ from pyarrow import fs as pafs
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from ingester.catalog import open_catalog
-from ingester.orphans import reachable_paths, remove_orphans
+from ingester.maintenance.orphans import reachable_paths, remove_orphans
 from ingester.settings import Settings
 from ingester.sources.spool import SpoolQueue, SpoolSource
 from ingester.wiring import build_engine
-from tests.support import duckdb_rows, event_for, rest_catalog_settings, s3_secret, write_parquet
-
-pytestmark = pytest.mark.integration
+from tests.support import CatalogUnderTest, duckdb_rows, event_for, write_parquet
 
 
-@pytest.fixture(params=["sql", "rest"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Settings, dict[str, str] | None]:
+@pytest.fixture
+def settings(any_catalog: CatalogUnderTest, tmp_path: Path) -> tuple[Settings, dict[str, str] | None]:
     ns = f"o{uuid.uuid4().hex[:8]}"
-    if request.param == "sql":
-        return Settings(home=tmp_path / "home", routing={"namespace": ns}), None
-    seaweed = request.getfixturevalue("seaweed")
-    return Settings(home=tmp_path / "home", catalog=rest_catalog_settings(seaweed), routing={"namespace": ns}), s3_secret(seaweed)
+    return Settings(home=tmp_path / "home", catalog=any_catalog.settings, routing={"namespace": ns}), any_catalog.s3
 
 
 def load(settings: Settings, first: int, disposition: str) -> None:

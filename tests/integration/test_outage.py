@@ -17,17 +17,14 @@ from typing import Any
 
 import anyio
 import pyarrow as pa
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingester.localstack import free_port
 from ingester.settings import Settings
 from ingester.sources.spool import SpoolQueue, SpoolSource
+from ingester.testing.localstack import free_port
 from ingester.wiring import build_engine
-from tests.faults import FaultPlan, FaultProxy
+from tests.integration.faults import FaultPlan, FaultProxy
 from tests.support import catalog_env, event_for, rest_catalog_settings, write_parquet
-
-pytestmark = pytest.mark.integration
 
 OUTAGE_S = 60.0
 INGESTER = str(Path(sys.executable).parent / "ingester")

@@ -29,14 +29,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingester.catalog import open_catalog
 from ingester.errors import is_auth_failure
 from ingester.events import FileEvent, encode_event
-from ingester.localstack import free_port
 from ingester.settings import CatalogSettings, Settings
 from ingester.sources.spool import SpoolQueue
 from ingester.storage import FileReader
+from ingester.testing.localstack import free_port
 from ingester.wiring import s3_for
 from tests.support import catalog_env, event_for, rest_catalog_settings, write_parquet
-
-pytestmark = pytest.mark.integration
 
 INGESTER = str(Path(sys.executable).parent / "ingester")
 MASK = "**********"

@@ -10,13 +10,13 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 import pytest
 
+from ingester.batch import Batch, Pending, TableRef
 from ingester.catalog import open_catalog
 from ingester.commit import SnapshotCommitter
 from ingester.events import FileEvent
 from ingester.settings import CatalogSettings
 from ingester.sources.base import Position
 from ingester.storage import FileReader
-from ingester.window import Batch, Pending, TableRef
 from tests.support import write_parquet
 
 
@@ -82,8 +82,8 @@ def test_a_file_that_fails_mid_stream_is_rejected_and_the_rest_commits(committer
 
 
 def test_merge_is_merge_on_read_with_position_deletes(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    from ingester.cli.tables import list_tables
     from ingester.events import WriteDisposition
-    from ingester.tables import list_tables
 
     base = write_parquet(tmp_path / "in", {"id": pa.array(range(100), pa.int64()), "v": ["old"] * 100})
     committer.commit(batch([base], "m"))

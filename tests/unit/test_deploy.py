@@ -28,9 +28,9 @@ from prometheus_client.metrics import MetricWrapperBase
 from typer.testing import CliRunner
 
 from ingester.cli import app
+from ingester.cli.settings_doc import is_setting_env, markdown_table, secret_envs, setting_docs, table_in, with_table
 from ingester.metrics import Metrics
 from ingester.settings import Settings
-from ingester.settings_doc import is_setting_env, markdown_table, secret_envs, setting_docs, table_in, with_table
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -191,7 +191,7 @@ def test_cli_prints_the_table() -> None:
 
 def test_readme_settings_table_is_the_generated_one() -> None:
     assert table_in(README.read_text()) == markdown_table(), (
-        "README settings table is stale: python -m ingester.settings_doc --write README.md"
+        "README settings table is stale: python -m ingester.cli.settings_doc --write README.md"
     )
 
 
@@ -474,7 +474,7 @@ def test_readme_operations_and_deployment_sections() -> None:
 
 
 def test_readme_exit_codes_match_the_cli() -> None:
-    from ingester import cli
+    from ingester.cli import commands as cli
 
     text = section(README.read_text(), "### Command line conventions")
     for code in (0, cli.EXIT_FAILED, cli.EXIT_BAD_CONFIG):

@@ -8,9 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ingester.batch import Batch, Pending, TableRef
 from ingester.catalog import open_catalog
 from ingester.commit import SnapshotCommitter
-from ingester.dictionaries import (
+from ingester.events import FileEvent
+from ingester.iceberg_layer.dictionaries import (
     candidates,
     dictionary_encoded,
     dictionary_worthy,
@@ -18,11 +20,9 @@ from ingester.dictionaries import (
     unified,
     with_dictionaries,
 )
-from ingester.events import FileEvent
 from ingester.settings import CatalogSettings
 from ingester.sources.base import Position
 from ingester.storage import FileReader
-from ingester.window import Batch, Pending, TableRef
 
 N = 4000
 

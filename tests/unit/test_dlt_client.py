@@ -21,9 +21,9 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from pyiceberg.exceptions import CommitFailedException
 
 from ingester import iceberg
-from ingester import markers as mk
 from ingester.commit import SnapshotCommitter
 from ingester.dlt.client import IcebergJobClient
+from ingester.iceberg_layer import markers as mk
 
 
 def pipeline(tmp_path: Path, name: str = "unit", **kwargs: Any) -> dlt.Pipeline:

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import dlt
 import pytest
 from dlt.common.configuration.container import Container
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
 from dlt.destinations.impl.filesystem.iceberg_adapter import iceberg_partition
 
-import dlt
 from ingester import iceberg, iceberg_adapter, iceberg_rest
 from ingester.catalog import catalog_properties
 from ingester.dlt.adapter import partition_hints

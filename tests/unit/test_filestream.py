@@ -12,7 +12,7 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
-from ingester.filestream import StreamingDataFiles, row_groups
+from ingester.iceberg_layer.filestream import StreamingDataFiles, row_groups
 
 
 @pytest.fixture

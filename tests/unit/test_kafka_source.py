@@ -14,23 +14,18 @@ import pytest
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 
+from ingester.batch import Batch, Pending, TableRef
 from ingester.deadletter import DeadLetter, MemoryDeadLetters
 from ingester.engine import Engine
 from ingester.events import FileEvent
-from ingester.markers import MarkerCache
+from ingester.iceberg_layer.markers import MarkerCache
 from ingester.metrics import Metrics
 from ingester.retry import RetryPolicy
 from ingester.routing import Router
 from ingester.settings import RoutingSettings, Settings, SourceSettings
-from ingester.sources.kafka import (
-    KafkaSource,
-    consumer_options,
-    partition_name,
-    producer_options,
-    topic_partition,
-)
 from ingester.sources.base import Position
-from ingester.window import Batch, BatchLimits, Pending, TableRef
+from ingester.sources.kafka import KafkaSource, consumer_options, partition_name, producer_options, topic_partition
+from ingester.window import BatchLimits
 from ingester.wiring import build_committer
 from tests.support import event_for, write_parquet
 

@@ -14,23 +14,18 @@ from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.typedef import Record
 
-from ingester import markers as mk
+from ingester.batch import Batch, Pending, TableRef
 from ingester.catalog import open_catalog
+from ingester.cli.tables import list_tables
 from ingester.commit import SnapshotCommitter
 from ingester.events import FileEvent, WriteDisposition
-from ingester.maintenance import (
-    MAINTENANCE,
-    MaintenancePolicy,
-    MaintenanceSchedule,
-    TableMaintainer,
-    expirable_snapshots,
-    plan_compaction,
-)
+from ingester.iceberg_layer import markers as mk
+from ingester.maintenance.maintainer import TableMaintainer
+from ingester.maintenance.planning import MAINTENANCE, MaintenancePolicy, expirable_snapshots, plan_compaction
+from ingester.maintenance.schedule import MaintenanceSchedule
 from ingester.settings import CatalogSettings
 from ingester.sources.base import Position
 from ingester.storage import FileReader
-from ingester.tables import list_tables
-from ingester.window import Batch, Pending, TableRef
 from tests.support import write_parquet
 
 T = TableRef("ns", "t")

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from ingester.batch import Pending, TableRef
 from ingester.events import FileEvent, WriteDisposition
 from ingester.sources.base import OffsetTracker, Position
-from ingester.window import BatchLimits, InflightBudget, Pending, TableRef, WindowSet
+from ingester.window import BatchLimits, InflightBudget, WindowSet
 
 T1, T2 = TableRef("ns", "a"), TableRef("ns", "b")
 

@@ -2,7 +2,7 @@
 
 ``ingester settings --markdown`` prints the table. README.md holds a copy between
 ``<!-- settings-table:start -->`` and ``<!-- settings-table:end -->`` that a test keeps equal;
-``python -m ingester.settings_doc --write README.md`` refreshes it after a settings change.
+``python -m ingester.cli.settings_doc --write README.md`` refreshes it after a settings change.
 The environment variable names come from the model's own ``env_prefix`` and
 ``env_nested_delimiter``, so the table, the deploy files' checks and the code cannot drift.
 """
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.write.write_text(with_table(args.write.read_text(encoding="utf-8"), table), encoding="utf-8")
     elif args.check:
         if table_in(args.check.read_text(encoding="utf-8")) != table:
-            print(f"{args.check}: settings table is stale; run python -m ingester.settings_doc --write {args.check}",
+            print(f"{args.check}: settings table is stale; run python -m ingester.cli.settings_doc --write {args.check}",
                   file=sys.stderr)
             return 1
     else:

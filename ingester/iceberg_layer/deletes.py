@@ -15,19 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.conversions import to_bytes
-from pyiceberg.manifest import (
-    DataFile,
-    DataFileContent,
-    FileFormat,
-    ManifestContent,
-    ManifestEntry,
-    ManifestEntryStatus,
-    ManifestFile,
-    ManifestWriterV2,
-)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.table import Table
-from pyiceberg.table.snapshots import Operation
-from pyiceberg.table.update.snapshot import _FastAppendFiles
 from pyiceberg.types import LongType, StringType
 
 PATH_FIELD_ID = 2147483546
@@ -37,45 +26,6 @@ POSITION_DELETE_SCHEMA = pa.schema([
     pa.field("pos", pa.int64(), nullable=False, metadata={"PARQUET:field_id": str(POS_FIELD_ID)}),
 ])
 _ROW = "__ingester_pos"
-
-
-class _DeleteManifestWriter(ManifestWriterV2):
-    def content(self) -> ManifestContent:  # type: ignore[override]
-        return ManifestContent.DELETES
-
-    @property
-    def _meta(self) -> dict[str, str]:
-        return {**super()._meta, "content": "deletes"}
-
-
-class MergeOnReadFiles(_FastAppendFiles):
-    """One OVERWRITE snapshot that adds data files and position delete files."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, operation=Operation.OVERWRITE, **kwargs)  # type: ignore[arg-type, misc]
-
-    def _manifests(self) -> list[ManifestFile]:
-        everything = list(self._added_data_files)
-        deletes = [f for f in everything if f.content == DataFileContent.POSITION_DELETES]
-        self._added_data_files = [f for f in everything if f.content == DataFileContent.DATA]
-        try:
-            manifests = super()._manifests()
-        finally:
-            self._added_data_files = everything
-        if deletes:
-            meta = self._transaction.table_metadata
-            by_spec: dict[int, list[DataFile]] = {}
-            for f in deletes:
-                by_spec.setdefault(f.spec_id, []).append(f)
-            for spec_id, files in by_spec.items():
-                writer = _DeleteManifestWriter(meta.specs()[spec_id], meta.schema(), self.new_manifest_output(),
-                                               self._snapshot_id, self._compression)
-                with writer:
-                    for f in files:
-                        writer.add(ManifestEntry.from_args(status=ManifestEntryStatus.ADDED, snapshot_id=self._snapshot_id,
-                                                           sequence_number=None, file_sequence_number=None, data_file=f))
-                manifests.append(writer.to_manifest_file())
-        return manifests
 
 
 def matching_positions(table: Table, data_file: DataFile, keys: pa.Table, already: Sequence[DataFile]) -> pa.Array:

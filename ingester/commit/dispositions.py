@@ -1,85 +1,41 @@
 """Append, replace and merge: each fills exactly one snapshot producer of a transaction.
 
-Append of files whose schema fits the table is zero-copy (the parquet bytes are linked or
-copied into the table and registered as-is); otherwise files stream in bounded chunks.
-Replace is one copy-on-write OVERWRITE snapshot. Merge is merge-on-read: replaced rows get
-position deletes and new versions are appended (``ingester.deletes``). No equality deletes
-are ever written, so upstream pyiceberg and DuckDB read every table we write.
+Files whose schema fits the table are registered as they are (``as_is``); otherwise their
+rows stream in bounded chunks. Replace is one OVERWRITE snapshot that removes every data
+file. Merge is merge-on-read: replaced rows get position deletes and new versions are
+appended (``ingester.iceberg_layer.deletes``). No equality deletes are ever written, so upstream
+pyiceberg and DuckDB read every table we write.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
-import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
-from urllib.parse import unquote, urlparse
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
-from pyiceberg.table import FileScanTask, Table, TableProperties, Transaction, _parquet_files_to_data_files
-from pyiceberg.table.update.snapshot import _SnapshotProducer
+from pyiceberg.table import FileScanTask, Table, Transaction
 
-from ingester.chunks import READ_BATCH_ROWS, BadFile, SourceFile, chunked, file_batches
-from ingester.deletes import MergeOnReadFiles, matching_positions, write_position_deletes
+from ingester.commit.as_is import add_as_is, fits_as_is, name_mapped, owned_copies
+from ingester.commit.source_files import SourceFile, chunked, file_batches
 from ingester.events import FileEvent
-from ingester.filestream import StreamingDataFiles
-from ingester.storage import raise_if_transient
+from ingester.iceberg_layer.datafiles import DataFileWriter, SnapshotProducer
+from ingester.iceberg_layer.deletes import matching_positions, write_position_deletes
+from ingester.iceberg_layer.filestream import StreamingDataFiles
+from ingester.iceberg_layer.producers import MergeOnReadFiles
 
 _ROW = "__ingester_row"
 PROBE_THREADS = 2
-COPY_BLOCK_BYTES = 8 * 1024 * 1024
-
-
-class DataFileWriter:
-    """Writes arrow chunks as data files into one producer (unique names across calls).
-
-    Encoding runs in a small thread pool while the caller reads the next chunk; at most
-    ``max_pending`` chunks wait, so memory stays bounded by (max_pending + 1) chunks.
-    """
-
-    def __init__(self, tx: Transaction, table: Table, producer: _SnapshotProducer, max_pending: int = 2) -> None:  # type: ignore[type-arg]
-        self._tx, self._table, self._producer = tx, table, producer
-        self._counter = itertools.count(0)
-        self._max_pending = max_pending
-        self.rows = 0
-
-    def _encode(self, df: pa.Table, first: int) -> list[DataFile]:
-        return list(_dataframe_to_data_files(
-            table_metadata=self._tx.table_metadata, df=df, io=self._table.io,
-            write_uuid=self._producer.commit_uuid, counter=itertools.count(first),
-        ))
-
-    def write(self, chunks: Iterable[pa.Table]) -> None:
-        pending: deque[Future[list[DataFile]]] = deque()
-        with ThreadPoolExecutor(self._max_pending, thread_name_prefix="ingester-write") as pool:
-            for df in chunks:
-                if not df.num_rows:
-                    continue
-                self.rows += df.num_rows
-                # leave room in the file counter: a chunk becomes at most 1000 files
-                pending.append(pool.submit(self._encode, df, next(self._counter) * 1000))
-                while len(pending) >= self._max_pending:
-                    self._add(pending.popleft().result())
-            while pending:
-                self._add(pending.popleft().result())
-
-    def _add(self, files: list[DataFile]) -> None:
-        for data_file in files:
-            self._producer.append_data_file(data_file)
 
 
 def write_rows(
-    tx: Transaction, table: Table, producer: _SnapshotProducer, tables: Iterator[pa.Table], file_bytes: int  # type: ignore[type-arg]
+    tx: Transaction, table: Table, producer: SnapshotProducer, tables: Iterator[pa.Table], file_bytes: int  # type: ignore[type-arg]
 ) -> int:
     """Data files from a stream of tables into ``producer``; returns the rows written.
-    Unpartitioned tables stream (``ingester.filestream``); partitioned ones go in chunks of
+    Unpartitioned tables stream (``ingester.iceberg_layer.filestream``); partitioned ones go in chunks of
     ``file_bytes`` through pyiceberg, which splits them by partition."""
     if tx.table_metadata.spec().is_unpartitioned():
         stream = StreamingDataFiles(tx.table_metadata, table.io, producer.commit_uuid, file_bytes=file_bytes)
@@ -95,100 +51,6 @@ def _batches(tx: Transaction, files: Sequence[SourceFile], target: pa.Schema, st
     """The rows ``write_rows`` writes: dictionary columns stay dictionaries when they stream
     (unpartitioned); pyiceberg's partition split gets plain columns."""
     return file_batches(files, target, strict, dictionaries=tx.table_metadata.spec().is_unpartitioned())
-
-
-def fits_as_is(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> bool:
-    """True when every file can be registered without rewriting (zero-copy)."""
-    if not table.spec().is_unpartitioned():
-        return False
-    for f in files:
-        if f.item.event.data is not None or not f.raw_schema.names:  # add_files reads column 0's stats
-            return False
-        for field in f.raw_schema:
-            if field.name not in target.names or (field.metadata and b"PARQUET:field_id" in field.metadata):
-                return False
-            want = target.field(field.name).type
-            if not (field.type.equals(want) or (pa.types.is_large_string(field.type) and pa.types.is_string(want))):
-                return False
-    return True
-
-
-def verify_pages(files: Sequence[SourceFile]) -> None:
-    """Decode every page (two files at a time): a file registered as-is with a corrupt page
-    (its footer fine) would break every reader of the table. Raises ``BadFile``."""
-
-    def decode(f: SourceFile) -> None:
-        try:
-            for _ in f.open(read_dictionary=sorted(f.dictionary)).iter_batches(batch_size=READ_BATCH_ROWS):
-                pass
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise_if_transient(exc, f.item.event)
-            raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
-
-    with ThreadPoolExecutor(2, thread_name_prefix="ingester-verify") as pool:
-        for _ in pool.map(decode, files):
-            pass
-
-
-def copy_into_table(table: Table, files: Sequence[SourceFile], batch_id: str) -> list[str]:
-    """Copy the files' bytes under the table's data folder; returns the new locations.
-
-    Local to local on one filesystem is a hard link (the bytes are immutable, and the
-    table's link survives the producer deleting its file). Names derive from the batch id,
-    so a retried commit replaces its own copies."""
-    paths = []
-    for i, f in enumerate(files):
-        dest = f"{table.location().rstrip('/')}/data/ingester-{batch_id}-{i:05d}.parquet"
-        if not _link(f.location, dest):
-            with f.open_raw() as src, table.io.new_output(dest).create(overwrite=True) as out:
-                while block := src.read(COPY_BLOCK_BYTES):
-                    out.write(block)
-        paths.append(dest)
-    return paths
-
-
-def _link(source: str | None, dest: str) -> bool:
-    if not (source and source.startswith("file://") and dest.startswith("file://")):
-        return False
-    # our locations are percent-encoded URIs (``canonical``); pyiceberg's are taken literally
-    src, dst = Path(unquote(urlparse(source).path)), Path(urlparse(dest).path)
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.unlink(missing_ok=True)
-        os.link(src, dst)
-    except OSError:
-        return False
-    try:
-        os.utime(dst)  # the link looks new: orphan cleanup spares files younger than its cut-off
-    except OSError:
-        dst.unlink(missing_ok=True)  # not ours to touch: copy the bytes instead
-        return False
-    return True
-
-
-def name_mapped(tx: Transaction) -> None:
-    """Files registered as-is carry no field ids: readers map their columns by name."""
-    if tx.table_metadata.name_mapping() is None:
-        tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()})
-
-
-def add_as_is(
-    tx: Transaction, table: Table, producer: _SnapshotProducer, files: Sequence[SourceFile], batch_id: str, verify: bool  # type: ignore[type-arg]
-) -> int:
-    """Register ``files`` in ``producer`` without rewriting them (``name_mapped`` first);
-    returns their rows."""
-    paths = owned_copies(table, files, batch_id, verify)
-    for data_file in _parquet_files_to_data_files(table_metadata=tx.table_metadata, file_paths=paths, io=table.io):
-        producer.append_data_file(data_file)
-    return sum(f.rows for f in files)
-
-
-def owned_copies(table: Table, files: Sequence[SourceFile], batch_id: str, verify: bool) -> list[str]:
-    """The table's own copies of ``files``, to register as-is; ``verify`` decodes every page
-    first (untrusted producers)."""
-    if verify:
-        verify_pages(files)
-    return copy_into_table(table, files, batch_id)
 
 
 def append(

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingester import dictionaries as dc
+from ingester.batch import Pending
 from ingester.errors import TerminalError
+from ingester.iceberg_layer import dictionaries as dc
 from ingester.schema import cast_to, normalize_schema
 from ingester.storage import raise_if_transient
-from ingester.window import Pending
 
 READ_BATCH_ROWS = 65_536
 
@@ -55,7 +55,7 @@ def file_batches(
 ) -> Iterator[tuple[int, pa.Table]]:
     """(global row index of the first row, cast table) per record batch, in file order.
     With ``dictionaries`` repetitive dictionary-encoded string columns stay arrow
-    dictionaries (``ingester.dictionaries``; the same columns in every batch)."""
+    dictionaries (``ingester.iceberg_layer.dictionaries``; the same columns in every batch)."""
     start = 0
     plain = pa.schema([target.field(c) for c in columns]) if columns is not None else target
     keep = dc.candidates(plain, ((f.schema, f.dictionary) for f in files)) if dictionaries else frozenset()

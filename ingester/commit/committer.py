@@ -21,18 +21,18 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, 
 from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 from pyiceberg.table import Table, TableProperties, Transaction
 
-from ingester import markers as mk
-from ingester.chunks import BadFile, SourceFile
-from ingester.dictionaries import dictionary_encoded
+from ingester.batch import Batch, TableRef
+from ingester.commit.dispositions import append, merge_into, replace_all
+from ingester.commit.source_files import BadFile, SourceFile
 from ingester.errors import SchemaConflict, TerminalError
 from ingester.events import FileEvent, WriteDisposition
+from ingester.iceberg_layer import markers as mk
+from ingester.iceberg_layer.dictionaries import dictionary_encoded
 from ingester.partitioning import spec_for
 from ingester.schema import evolution, normalize_schema, table_arrow_schema, to_iceberg
 from ingester.settings import DEFAULT_MERGE_BATCH_SIZE, DEFAULT_WRITE_CHUNK_BYTES
 from ingester.sources.base import Position
 from ingester.storage import FileReader
-from ingester.window import Batch, TableRef
-from ingester.writers import append, merge_into, replace_all
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import click
@@ -26,8 +26,8 @@ from ingester.settings import CONFIG_ENV, Settings
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
+    from ingester.batch import TableRef
     from ingester.engine import Engine, EngineStats
-    from ingester.window import TableRef
 
 app = typer.Typer(
     add_completion=False,
@@ -226,7 +226,7 @@ def publish_cmd(
 def tables(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
     """Each table with its rows, snapshots, last commit and metadata location."""
     from ingester.catalog import open_catalog
-    from ingester.tables import list_tables
+    from ingester.cli.tables import list_tables
 
     settings = _settings()
     with _fails_cleanly():
@@ -263,7 +263,7 @@ def maintain(
 
 def _table_refs(settings: Settings, catalog: Catalog, table: str | None) -> list[TableRef]:
     """``TableRef``s of ``table`` (``namespace.table``, or a table of the default namespace), or of every table."""
-    from ingester.window import TableRef
+    from ingester.batch import TableRef
 
     if table:
         namespace, _, name = table.rpartition(".")
@@ -280,7 +280,7 @@ def remove_orphans_cmd(
     """Delete files in the tables' data/ and metadata/ folders that no retained snapshot or
     metadata file refers to (failed commits, expired snapshots), older than --older-than-hours."""
     from ingester.catalog import open_catalog
-    from ingester.orphans import remove_orphans
+    from ingester.maintenance.orphans import remove_orphans
 
     settings = _settings()
     _setup_logging(settings)
@@ -310,7 +310,7 @@ def demo(
     """Generate shop data with a real dlt pipeline, publish it to the queue, run the engine, show the tables."""
     import dlt
 
-    from ingester.demo import shop
+    from ingester.cli.demo import shop
     from ingester.dlt.queue import ingester_queue
 
     settings = _settings()
@@ -341,7 +341,7 @@ def settings_cmd(
 ) -> None:
     """Print the effective settings (secrets masked)."""
     if markdown:
-        from ingester.settings_doc import markdown_table
+        from ingester.cli.settings_doc import markdown_table
 
         typer.echo(markdown_table(), nl=False)
         return

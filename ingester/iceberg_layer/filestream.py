@@ -32,7 +32,7 @@ from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Properties, Record
 
-from ingester.dictionaries import SAMPLE_ROWS, dictionary_worthy, unified, without_dictionaries
+from ingester.iceberg_layer.dictionaries import SAMPLE_ROWS, dictionary_worthy, unified, without_dictionaries
 
 ROW_GROUP_ROWS = 128 * 1024
 """Near DuckDB's 122,880: every row group in the encode pipeline stays small, and columns

@@ -1,0 +1,47 @@
+"""The values every stage hands on: a table's name, an admitted event, a closed batch."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from ingester.events import FileEvent, WriteDisposition
+from ingester.sources.base import Position
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An admitted event and the source position it came from (None for direct loads)."""
+
+    event: FileEvent
+    position: Position | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A closed window: the unit of one Iceberg snapshot."""
+
+    table: TableRef
+    items: tuple[Pending, ...]
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def positions(self) -> list[Position]:
+        return [p.position for p in self.items if p.position is not None]
+
+    @property
+    def byte_size(self) -> int:
+        return sum(p.event.byte_size for p in self.items)
+
+    @property
+    def disposition(self) -> WriteDisposition:
+        return self.items[0].event.write_disposition

@@ -1,0 +1,9 @@
+"""A closed batch -> exactly one Iceberg snapshot: the committer (``committer``), the batch's
+source files (``source_files``), the dispositions (``dispositions``: append, replace, merge)
+and as-is registration (``as_is``: zero-copy)."""
+
+from __future__ import annotations
+
+from ingester.commit.committer import CommitResult, LoadedBatch, Rejected, SnapshotCommitter
+
+__all__ = ["CommitResult", "LoadedBatch", "Rejected", "SnapshotCommitter"]

@@ -1,0 +1,32 @@
+"""Our layer under pyiceberg: the ONLY package of ingester that may use pyiceberg's private names.
+
+Modules: ``filestream`` (streaming data-file writer), ``datafiles`` (arrow chunks and parquet
+files -> ``DataFile``s of a producer), ``producers`` (merge-on-read, compaction, delete
+manifests), ``deletes`` (position delete files), ``schemas`` (arrow -> Iceberg schemas),
+``dictionaries`` (arrow dictionaries through a rewrite), ``markers`` (idempotency markers in
+snapshot summaries, shared by commit and maintenance).
+
+Private pyiceberg names used, and why. They force the pin ``pyiceberg>=0.12.0,<0.13`` in
+pyproject.toml: each is re-checked by the test suite on an upgrade.
+
+- ``pyiceberg.io.pyarrow._dataframe_to_data_files`` (datafiles): encode an arrow chunk into
+  data files of a partitioned table inside OUR producer (public ``append`` makes its own snapshot).
+- ``pyiceberg.table._parquet_files_to_data_files`` (datafiles): ``DataFile``s with column metrics
+  for files registered as-is inside our producer (public ``add_files`` makes its own snapshot).
+- ``pyiceberg.table.update.snapshot._SnapshotProducer`` (datafiles): the producer type.
+- ``pyiceberg.table.update.snapshot._FastAppendFiles`` (producers): base of ``MergeOnReadFiles``;
+  its ``_manifests``, ``_added_data_files``, ``_transaction``, ``_snapshot_id``, ``_compression``.
+- ``pyiceberg.table.update.snapshot._OverwriteFiles`` (producers): base of ``CompactionFiles``;
+  overrides ``_refresh_for_retry``, ``_validate_concurrency``, ``_summary``, ``_deleted_entries``,
+  ``_existing_manifests``; reads ``_commit_window``, ``_deleted_data_files``, ``_parent_snapshot_id``.
+- ``pyiceberg.table.update.validate._validate_data_files_exist``,
+  ``_validate_no_new_deletes_for_data_files`` (producers): compaction's conflict checks.
+- ``pyiceberg.manifest.ManifestWriterV2._meta`` (producers): a manifest of delete files.
+- ``DataFile.from_args(_table_format_version=2)`` and ``DataFile._spec_id`` (deletes): position
+  delete files, with the spec of the data file they apply to.
+- ``pyiceberg.io.pyarrow._to_requested_schema`` (filestream): field ids onto arrow batches.
+- ``ParquetFormatWriter._parquet_writer_kwargs`` (filestream): choose the dictionary columns,
+  drop the stored arrow schema.
+- ``pyiceberg.io.pyarrow._ConvertToIcebergWithoutIDs`` (schemas): arrow -> Iceberg types the
+  way ``add_files`` converts them.
+"""
