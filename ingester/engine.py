@@ -4,27 +4,24 @@ Backpressure: admission is refused when in-flight bytes would pass the budget; t
 source is paused, the largest open window is flushed, and the loop keeps polling (a Kafka
 consumer stays in its group) until commits free room. Acks follow commits, never precede.
 Table maintenance (``ingester.maintenance``) runs in a table's worker between its batches when due.
-
-Test-only fault hook: ``INGESTER_TEST_CRASH=before-commit:<n>`` (or ``after-commit:<n>``)
-SIGKILLs the process when a batch is about to be committed (or was just committed, before
-its ack) once at least ``n`` snapshots are committed; crash tests use it to hit a point exactly.
+A ``CommitHook`` (the wiring injects the crash tests' one) is told each batch's two moments:
+``before-commit`` (read, not yet applied) and ``after-commit`` (committed, not yet acked).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ingester.batch import Batch, Pending, TableRef
-from ingester.commit.committer import CommitResult, SnapshotCommitter
+from ingester.commit.committer import CommitResult, SnapshotCommitter, commit_with_retries
 from ingester.deadletter import DeadLetter, DeadLetterSink
 from ingester.events import InvalidEvent, decode_event, encode_event
 from ingester.maintenance.schedule import MaintenanceSchedule
@@ -37,14 +34,11 @@ from ingester.window import BatchLimits, InflightBudget, WindowSet
 log = logging.getLogger(__name__)
 
 WORKER_QUEUE_BATCHES = 4
-CRASH_ENV = "INGESTER_TEST_CRASH"
 
 
-def _crash_point(point: str, snapshots: int) -> None:
-    """The test-only fault hook (see the module docstring)."""
-    wanted, _, after = os.environ.get(CRASH_ENV, "").partition(":")
-    if wanted == point and snapshots >= int(after):
-        os.kill(os.getpid(), signal.SIGKILL)
+class CommitHook(Protocol):
+    def __call__(self, point: str, snapshots: int) -> None:
+        """At ``point`` (``before-commit`` / ``after-commit``) of a batch, ``snapshots`` committed so far."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +77,7 @@ class Engine:
         revoke_timeout_s: float = 20.0,
         metrics: Metrics | None = None,
         maintenance: MaintenanceSchedule | None = None,
+        commit_hook: CommitHook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
@@ -96,6 +91,7 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.heartbeat = Heartbeat()
         self.maintenance = maintenance
+        self._hook = commit_hook
         self._workers = workers
         self._poll_max = poll_max_records
         self._poll_timeout = poll_timeout_s
@@ -305,22 +301,22 @@ class Engine:
 
     async def _commit(self, batch: Batch) -> None:
         started = time.monotonic()
-        loaded = await self.retry.run(
-            lambda: anyio.to_thread.run_sync(self.committer.read, batch), what=f"read {batch.table}", on_retry=self._retried
-        )
-        _crash_point("before-commit", self._counts["snapshots"])
-        result: CommitResult = await self.retry.run(
-            lambda: anyio.to_thread.run_sync(self.committer.apply, loaded), what=f"commit {batch.table}", on_retry=self._retried
+        result = await commit_with_retries(
+            self.committer, batch, self.retry, on_retry=self._retried, before_apply=lambda _: self._at("before-commit")
         )
         for r in result.rejected:
             await self._dead_letter(DeadLetter(r.reason, encode_event(r.event), r.position, str(batch.table)), kind="rejected_file")
         self._record(batch, result, time.monotonic() - started)
-        _crash_point("after-commit", self._counts["snapshots"])
+        self._at("after-commit")
         self.budget.release(batch.byte_size)
         self.metrics.inflight_bytes.set(self.budget.used)
         self.tracker.done(batch.positions)
         self._progress.set()
         await self._ack()
+
+    def _at(self, point: str) -> None:
+        if self._hook is not None:
+            self._hook(point, self._counts["snapshots"])
 
     def _record(self, batch: Batch, result: CommitResult, seconds: float) -> None:
         name = str(batch.table)

@@ -1,6 +1,15 @@
-"""Assemble catalog, reader, source, dead letters and engine from ``Settings``."""
+"""Assemble catalog, reader, source, dead letters and engine from ``Settings``.
+
+Test-only fault hook: ``INGESTER_TEST_CRASH=before-commit:<n>`` (or ``after-commit:<n>``),
+read once when the engine is built, SIGKILLs the process when a batch is about to be
+committed (or was just committed, before its ack) once at least ``n`` snapshots are
+committed; crash tests use it to hit a point exactly.
+"""
 
 from __future__ import annotations
+
+import os
+import signal
 
 from pyarrow import fs as pafs
 from pyiceberg.catalog import Catalog
@@ -8,8 +17,9 @@ from pyiceberg.catalog import Catalog
 from ingester.allocator import use_daemon_pool
 from ingester.catalog import open_catalog
 from ingester.commit.committer import SnapshotCommitter
+from ingester.commit.options import WriteOptions
 from ingester.deadletter import DeadLetterSink, FolderDeadLetters, KafkaDeadLetters
-from ingester.engine import Engine
+from ingester.engine import CommitHook, Engine
 from ingester.maintenance.maintainer import TableMaintainer
 from ingester.maintenance.planning import MaintenancePolicy
 from ingester.maintenance.schedule import MaintenanceSchedule
@@ -41,10 +51,7 @@ def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
         open_catalog(settings.catalog, settings.home_dir),
         FileReader(settings.allowed_prefixes, s3_for(settings)),
         group=group,
-        strict_casting=settings.commit.strict_casting,
-        merge_batch_size=settings.commit.merge_batch_size,
-        zero_copy=settings.commit.zero_copy,
-        chunk_bytes=settings.commit.write_chunk_bytes,
+        options=WriteOptions.from_settings(settings.commit),
     )
 
 
@@ -91,6 +98,21 @@ def build_maintenance(settings: Settings, catalog: Catalog) -> MaintenanceSchedu
     return MaintenanceSchedule(catalog, TableMaintainer(policy), m.interval_s)
 
 
+CRASH_ENV = "INGESTER_TEST_CRASH"
+
+
+def crash_hook(spec: str) -> CommitHook:
+    """The crash tests' ``CommitHook`` for ``<point>:<n>`` (see the module docstring)."""
+    wanted, _, after = spec.partition(":")
+    threshold = int(after)
+
+    def crash(point: str, snapshots: int) -> None:
+        if point == wanted and snapshots >= threshold:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return crash
+
+
 def build_engine(settings: Settings, source: Source | None = None, metrics: Metrics | None = None) -> Engine:
     """The daemon: also makes jemalloc arrow's pool (``ingester.allocator``)."""
     use_daemon_pool()
@@ -111,4 +133,5 @@ def build_engine(settings: Settings, source: Source | None = None, metrics: Metr
         revoke_timeout_s=settings.source.revoke_timeout_s,
         metrics=metrics,
         maintenance=build_maintenance(settings, committer.catalog) if settings.maintenance.enabled else None,
+        commit_hook=crash_hook(spec) if (spec := os.environ.get(CRASH_ENV)) else None,
     )

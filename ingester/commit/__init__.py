@@ -5,5 +5,6 @@ and as-is registration (``as_is``: zero-copy)."""
 from __future__ import annotations
 
 from ingester.commit.committer import CommitResult, LoadedBatch, Rejected, SnapshotCommitter
+from ingester.commit.options import WriteOptions
 
-__all__ = ["CommitResult", "LoadedBatch", "Rejected", "SnapshotCommitter"]
+__all__ = ["CommitResult", "LoadedBatch", "Rejected", "SnapshotCommitter", "WriteOptions"]

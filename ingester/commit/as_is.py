@@ -97,19 +97,20 @@ def name_mapped(tx: Transaction) -> None:
 
 
 def add_as_is(
-    tx: Transaction, table: Table, producer: SnapshotProducer, files: Sequence[SourceFile], batch_id: str, verify: bool  # type: ignore[type-arg]
+    tx: Transaction, table: Table, producer: SnapshotProducer, files: Sequence[SourceFile], batch_id: str,  # type: ignore[type-arg]
+    verify_files: bool,
 ) -> int:
     """Register ``files`` in ``producer`` without rewriting them (``name_mapped`` first);
     returns their rows."""
-    paths = owned_copies(table, files, batch_id, verify)
+    paths = owned_copies(table, files, batch_id, verify_files)
     for data_file in parquet_data_files(tx.table_metadata, paths, table.io):
         producer.append_data_file(data_file)
     return sum(f.rows for f in files)
 
 
-def owned_copies(table: Table, files: Sequence[SourceFile], batch_id: str, verify: bool) -> list[str]:
-    """The table's own copies of ``files``, to register as-is; ``verify`` decodes every page
-    first (untrusted producers)."""
-    if verify:
+def owned_copies(table: Table, files: Sequence[SourceFile], batch_id: str, verify_files: bool) -> list[str]:
+    """The table's own copies of ``files``, to register as-is; ``verify_files`` decodes every
+    page first (untrusted producers)."""
+    if verify_files:
         verify_pages(files)
     return copy_into_table(table, files, batch_id)

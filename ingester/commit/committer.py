@@ -5,6 +5,8 @@ aside as rejected, never failing the batch); ``apply`` refreshes the table, drop
 markers say is already committed, evolves the schema and makes the single commit, streaming
 the data in bounded chunks. ``apply`` is safe to call again after any failure: it re-reads
 the markers first and re-reads the (replayable) files. Both block: run them in threads.
+``commit_with_retries`` is the one async path that does both under a retry policy (the
+engine's workers and the dlt destination use it).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import anyio
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
@@ -23,14 +26,15 @@ from pyiceberg.table import Table, TableProperties, Transaction
 
 from ingester.batch import Batch, TableRef
 from ingester.commit.dispositions import append, merge_into, replace_all
+from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import BadFile, SourceFile
 from ingester.errors import SchemaConflict, TerminalError
 from ingester.events import FileEvent, WriteDisposition
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.dictionaries import dictionary_encoded
+from ingester.retry import RetryPolicy
 from ingester.partitioning import spec_for
 from ingester.schema import evolution, normalize_schema, table_arrow_schema, to_iceberg
-from ingester.settings import DEFAULT_MERGE_BATCH_SIZE, DEFAULT_WRITE_CHUNK_BYTES
 from ingester.sources.base import Position
 from ingester.storage import FileReader
 
@@ -98,25 +102,16 @@ class SnapshotCommitter:
         reader: FileReader,
         *,
         group: str | None = None,
-        strict_casting: bool = False,
-        merge_batch_size: int = DEFAULT_MERGE_BATCH_SIZE,
-        zero_copy: bool = True,
-        chunk_bytes: int = DEFAULT_WRITE_CHUNK_BYTES,
+        options: WriteOptions = WriteOptions(),
         fail_on_reject: bool = False,
-        verify_files: bool = True,
     ) -> None:
         """``fail_on_reject``: raise ``TerminalError`` instead of committing the rest when a file
-        is set aside (all-or-nothing per batch, as a dlt load job needs). ``verify_files``: decode
-        files before registering them zero-copy (off only for files this process just wrote)."""
+        is set aside (all-or-nothing per batch, as a dlt load job needs)."""
         self.catalog = catalog
         self.reader = reader
         self.group = group
-        self.strict = strict_casting
-        self.merge_batch_size = merge_batch_size
-        self.zero_copy = zero_copy
-        self.chunk_bytes = chunk_bytes
+        self.options = options
         self.fail_on_reject = fail_on_reject
-        self.verify_files = verify_files
         self._markers = mk.MarkerCache()
         self._lock = threading.Lock()
 
@@ -245,7 +240,7 @@ class SnapshotCommitter:
         kept, changes = [], []
         for f in files:
             try:
-                change = evolution(table.schema(), f.schema, f.describe(), self.strict)
+                change = evolution(table.schema(), f.schema, f.describe(), self.options.strict_casting)
             except TerminalError as exc:
                 rejected.append(Rejected(f.item.event, f.item.position, str(exc)))
                 continue
@@ -284,13 +279,32 @@ class SnapshotCommitter:
         if disposition is WriteDisposition.REPLACE and load_id in state.replace_load_ids:
             disposition = WriteDisposition.APPEND  # a later window of the same replace load
         if disposition is WriteDisposition.APPEND:
-            return append(tx, table, files, target, props, strict=self.strict, chunk_bytes=self.chunk_bytes,
-                          zero_copy=self.zero_copy, batch_id=batch.batch_id, verify=self.verify_files)
+            return append(tx, table, files, target, props, self.options, batch.batch_id)
         if disposition is WriteDisposition.REPLACE:
             if load_id:
                 props[mk.REPLACE_LOAD_ID] = load_id
-            return replace_all(tx, table, files, target, props, strict=self.strict, chunk_bytes=self.chunk_bytes,
-                               zero_copy=self.zero_copy, batch_id=batch.batch_id, verify=self.verify_files)
-        return merge_into(tx, table, files, target, props, batch.items[0].event, strict=self.strict,
-                          chunk_bytes=self.chunk_bytes, chunk_rows=self.merge_batch_size, extra_keys=extra_delete_keys,
-                          zero_copy=self.zero_copy, batch_id=batch.batch_id, verify=self.verify_files)
+            return replace_all(tx, table, files, target, props, self.options, batch.batch_id)
+        return merge_into(tx, table, files, target, props, batch.items[0].event, self.options, batch.batch_id, extra_delete_keys)
+
+
+async def commit_with_retries(
+    committer: SnapshotCommitter,
+    batch: Batch,
+    retry: RetryPolicy,
+    *,
+    extra_delete_keys: pa.Table | None = None,
+    on_retry: Callable[[BaseException], None] | None = None,
+    before_apply: Callable[[LoadedBatch], None] | None = None,
+) -> CommitResult:
+    """``read`` then ``apply`` in worker threads, each retried under ``retry`` (transient errors;
+    ``apply`` is idempotent, so a retry after an unknown commit state commits at most once).
+    ``before_apply`` sees the read batch first (and may raise to stop)."""
+    loaded = await retry.run(
+        lambda: anyio.to_thread.run_sync(committer.read, batch), what=f"read {batch.table}", on_retry=on_retry
+    )
+    if before_apply is not None:
+        before_apply(loaded)
+    return await retry.run(
+        lambda: anyio.to_thread.run_sync(committer.apply, loaded, extra_delete_keys), what=f"commit {batch.table}",
+        on_retry=on_retry,
+    )

@@ -19,6 +19,7 @@ from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterTha
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
 
+from ingester.commit.options import WriteOptions
 from ingester.commit.as_is import add_as_is, fits_as_is, name_mapped, owned_copies
 from ingester.commit.source_files import SourceFile, chunked, file_batches
 from ingester.events import FileEvent
@@ -32,48 +33,57 @@ PROBE_THREADS = 2
 
 
 def write_rows(
-    tx: Transaction, table: Table, producer: SnapshotProducer, tables: Iterator[pa.Table], file_bytes: int  # type: ignore[type-arg]
+    tx: Transaction, table: Table, producer: SnapshotProducer, tables: Iterator[pa.Table], write_chunk_bytes: int  # type: ignore[type-arg]
 ) -> int:
     """Data files from a stream of tables into ``producer``; returns the rows written.
-    Unpartitioned tables stream (``ingester.iceberg_layer.filestream``); partitioned ones go in chunks of
-    ``file_bytes`` through pyiceberg, which splits them by partition."""
+    Unpartitioned tables stream (``ingester.iceberg_layer.filestream``); partitioned ones go in
+    chunks of ``write_chunk_bytes`` through pyiceberg, which splits them by partition."""
     if tx.table_metadata.spec().is_unpartitioned():
-        stream = StreamingDataFiles(tx.table_metadata, table.io, producer.commit_uuid, file_bytes=file_bytes)
+        stream = StreamingDataFiles(tx.table_metadata, table.io, producer.commit_uuid, write_chunk_bytes=write_chunk_bytes)
         for data_file in stream.write(tables):
             producer.append_data_file(data_file)
         return stream.rows
     writer = DataFileWriter(tx, table, producer)
-    writer.write(chunked(tables, file_bytes))
+    writer.write(chunked(tables, write_chunk_bytes))
     return writer.rows
 
 
-def _batches(tx: Transaction, files: Sequence[SourceFile], target: pa.Schema, strict: bool) -> Iterator[tuple[int, pa.Table]]:
+def _batches(tx: Transaction, files: Sequence[SourceFile], target: pa.Schema, strict_casting: bool) -> Iterator[tuple[int, pa.Table]]:
     """The rows ``write_rows`` writes: dictionary columns stay dictionaries when they stream
     (unpartitioned); pyiceberg's partition split gets plain columns."""
-    return file_batches(files, target, strict, dictionaries=tx.table_metadata.spec().is_unpartitioned())
+    return file_batches(files, target, strict_casting, dictionaries=tx.table_metadata.spec().is_unpartitioned())
 
 
 def append(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
-    *, strict: bool, chunk_bytes: int, zero_copy: bool, batch_id: str, verify: bool = True,
+    options: WriteOptions, batch_id: str,
 ) -> tuple[int, bool]:
-    """Returns (rows, whether the files were registered zero-copy). ``verify`` decodes every
-    page of a file before registering it as-is (untrusted producers)."""
-    if zero_copy and fits_as_is(files, target, table):
-        tx.add_files(owned_copies(table, files, batch_id, verify), snapshot_properties=props, check_duplicate_files=False)
+    """Returns (rows, whether the files were registered zero-copy)."""
+    if options.zero_copy and fits_as_is(files, target, table):
+        paths = owned_copies(table, files, batch_id, options.verify_files)
+        tx.add_files(paths, snapshot_properties=props, check_duplicate_files=False)
         return sum(f.rows for f in files), True
     with tx.update_snapshot(snapshot_properties=props).fast_append() as producer:
-        rows = write_rows(tx, table, producer, (t for _, t in _batches(tx, files, target, strict)), chunk_bytes)
+        return _rewrite(tx, table, producer, files, target, options), False
+
+
+def _rewrite(
+    tx: Transaction, table: Table, producer: SnapshotProducer, files: Sequence[SourceFile], target: pa.Schema,  # type: ignore[type-arg]
+    options: WriteOptions,
+) -> int:
+    """Every row of ``files`` cast to ``target`` and written into ``producer``."""
+    rows = (t for _, t in _batches(tx, files, target, options.strict_casting))
+    return write_rows(tx, table, producer, rows, options.write_chunk_bytes)
     return rows, False
 
 
 def replace_all(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
-    *, strict: bool, chunk_bytes: int, zero_copy: bool = False, batch_id: str = "", verify: bool = True,
+    options: WriteOptions, batch_id: str,
 ) -> tuple[int, bool]:
     """Atomically swap every data file of the table for the batch (history is kept).
     Returns (rows, whether the files were registered zero-copy)."""
-    as_is = zero_copy and fits_as_is(files, target, table)
+    as_is = options.zero_copy and fits_as_is(files, target, table)
     if as_is:
         name_mapped(tx)
     with tx.update_snapshot(snapshot_properties=props).overwrite() as producer:
@@ -81,9 +91,8 @@ def replace_all(
             for task in table.scan().plan_files():
                 producer.delete_data_file(task.file)
         if as_is:
-            return add_as_is(tx, table, producer, files, batch_id, verify), True
-        rows = write_rows(tx, table, producer, (t for _, t in _batches(tx, files, target, strict)), chunk_bytes)
-    return rows, False
+            return add_as_is(tx, table, producer, files, batch_id, options.verify_files), True
+        return _rewrite(tx, table, producer, files, target, options), False
 
 
 def _hard_delete_columns(event: FileEvent, target: pa.Schema) -> list[str]:
@@ -116,14 +125,14 @@ def _key_range(keys: pa.Table) -> BooleanExpression:
 
 
 def _winners(
-    files: Sequence[SourceFile], target: pa.Schema, names: list[str], hard: list[str], dedupe: bool, strict: bool
+    files: Sequence[SourceFile], target: pa.Schema, names: list[str], hard: list[str], dedupe: bool, strict_casting: bool
 ) -> tuple[pa.Table, pa.Array, int]:
     """Distinct keys of the batch, the global row ids to insert in ascending order (last row
     per key wins, rows flagged for hard delete are not inserted), and the batch's row count.
     Reads only key and flag columns."""
     parts = [
         t.append_column(_ROW, pa.array(range(s, s + t.num_rows), pa.int64()))
-        for s, t in file_batches(files, target, strict, columns=[*names, *hard])
+        for s, t in file_batches(files, target, strict_casting, columns=[*names, *hard])
     ]
     if not parts:
         return pa.table({n: pa.array([], target.field(n).type) for n in names}), pa.array([], pa.int64()), 0
@@ -143,8 +152,7 @@ def _winners(
 
 def merge_into(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
-    event: FileEvent, *, strict: bool, chunk_bytes: int, chunk_rows: int, extra_keys: pa.Table | None = None,
-    zero_copy: bool = False, batch_id: str = "", verify: bool = True,
+    event: FileEvent, options: WriteOptions, batch_id: str, extra_keys: pa.Table | None = None,
 ) -> tuple[int, bool]:
     """Upsert by primary key (last row per key wins) or delete-insert by merge key; rows
     flagged by a ``hard_delete`` column delete their key and are not inserted.
@@ -154,33 +162,34 @@ def merge_into(
     batch is inserted and the files fit. One OVERWRITE snapshot. Returns (rows, zero-copy)."""
     names = list(event.primary_key or event.merge_key)
     hard = _hard_delete_columns(event, target)
-    keys, insert_rows, total = _winners(files, target, names, hard, bool(event.primary_key), strict)
+    keys, insert_rows, total = _winners(files, target, names, hard, bool(event.primary_key), options.strict_casting)
     if extra_keys is not None and extra_keys.num_rows:
         extra = extra_keys.select(names).cast(keys.schema)
         keys = pa.concat_tables([keys, extra]).group_by(names, use_threads=False).aggregate([])
-    as_is = zero_copy and len(insert_rows) == total and total > 0 and fits_as_is(files, target, table)
+    as_is = options.zero_copy and len(insert_rows) == total and total > 0 and fits_as_is(files, target, table)
     if as_is:
         name_mapped(tx)
     producer = MergeOnReadFiles(transaction=tx, io=table.io, snapshot_properties=props)
     with producer:
         if table.current_snapshot() is not None and keys.num_rows:
             tasks = list(table.scan(row_filter=_key_range(keys)).plan_files())
-            for data_file, positions in _replaced(table, tasks, keys, chunk_rows):
+            for data_file, positions in _replaced(table, tasks, keys, options.merge_batch_size):
                 producer.append_data_file(write_position_deletes(table, data_file, positions, producer.commit_uuid))
         if as_is:
-            return add_as_is(tx, table, producer, files, batch_id, verify), True
-        batches = _batches(tx, files, target, strict)
-        selected = (t for _, t in batches) if len(insert_rows) == total else _select_rows(batches, insert_rows)
-        rows = write_rows(tx, table, producer, selected, chunk_bytes)
+            return add_as_is(tx, table, producer, files, batch_id, options.verify_files), True
+        if len(insert_rows) == total:
+            return _rewrite(tx, table, producer, files, target, options), False
+        selected = _select_rows(_batches(tx, files, target, options.strict_casting), insert_rows)
+        rows = write_rows(tx, table, producer, selected, options.write_chunk_bytes)
     return rows, False
 
 
-def _replaced(table: Table, tasks: Sequence[FileScanTask], keys: pa.Table, chunk_rows: int) -> Iterator[tuple[DataFile, pa.Array]]:
+def _replaced(table: Table, tasks: Sequence[FileScanTask], keys: pa.Table, merge_batch_size: int) -> Iterator[tuple[DataFile, pa.Array]]:
     """(data file, positions of its rows whose key is in ``keys``) for each touched file;
     two files are probed at a time (each read of key columns and hash probe is native code)."""
     def probe(task: FileScanTask) -> tuple[DataFile, pa.Array]:
-        parts = [matching_positions(table, task.file, keys.slice(start, chunk_rows), list(task.delete_files))
-                 for start in range(0, keys.num_rows, chunk_rows)]
+        parts = [matching_positions(table, task.file, keys.slice(start, merge_batch_size), list(task.delete_files))
+                 for start in range(0, keys.num_rows, merge_batch_size)]
         return task.file, pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
 
     with ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="ingester-probe") as pool:

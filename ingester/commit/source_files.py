@@ -1,7 +1,7 @@
 """Streaming a batch's files as bounded arrow chunks cast to the table schema.
 
 Files are read record batch by record batch and grouped into chunks of at most
-``chunk_bytes`` of arrow memory: a batch of any size is written with bounded memory.
+``write_chunk_bytes`` of arrow memory: a batch of any size is written with bounded memory.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class BadFile(Exception):
 
 
 def file_batches(
-    files: Sequence[SourceFile], target: pa.Schema, strict: bool, columns: Sequence[str] | None = None,
+    files: Sequence[SourceFile], target: pa.Schema, strict_casting: bool, columns: Sequence[str] | None = None,
     dictionaries: bool = False,
 ) -> Iterator[tuple[int, pa.Table]]:
     """(global row index of the first row, cast table) per record batch, in file order.
@@ -73,7 +73,7 @@ def file_batches(
                 normal = dc.with_dictionaries(normalize_schema(table.schema, f.item.event.columns), keep)
                 if not table.schema.equals(normal):
                     table = table.cast(normal)
-                yield start, cast_to(table, wanted, f.describe(), strict)
+                yield start, cast_to(table, wanted, f.describe(), strict_casting)
                 start += rb.num_rows
         except TerminalError as exc:
             raise BadFile(f, str(exc)) from None
@@ -82,14 +82,14 @@ def file_batches(
             raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
 
 
-def chunked(batches: Iterator[pa.Table], chunk_bytes: int) -> Iterator[pa.Table]:
-    """Group tables into chunks of about ``chunk_bytes`` (never holding more than that + one)."""
+def chunked(batches: Iterator[pa.Table], write_chunk_bytes: int) -> Iterator[pa.Table]:
+    """Group tables into chunks of about ``write_chunk_bytes`` (never more than that + one)."""
     pending: list[pa.Table] = []
     size = 0
     for t in batches:
         pending.append(t)
         size += t.nbytes
-        if size >= chunk_bytes:
+        if size >= write_chunk_bytes:
             yield pa.concat_tables(pending)
             pending, size = [], 0
     if pending:

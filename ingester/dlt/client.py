@@ -19,7 +19,7 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,7 +61,8 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo
 from pyiceberg.table import Table
 
 from ingester.batch import Batch, Pending, TableRef
-from ingester.commit.committer import CommitResult, LoadedBatch, SnapshotCommitter
+from ingester.commit.committer import CommitResult, LoadedBatch, SnapshotCommitter, commit_with_retries
+from ingester.commit.options import WriteOptions
 from ingester.dlt.configuration import IcebergClientConfiguration
 from ingester.dlt.sql_client import IcebergSqlClient
 from ingester.errors import TerminalError
@@ -75,6 +76,18 @@ T = TypeVar("T")
 
 def _equals(column: str, value: Any) -> BooleanExpression:
     return EqualTo(column, value)  # type: ignore[call-arg,arg-type]  # pydantic model signature
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run async ``main`` to completion from sync code. dlt calls the client from its own
+    threads, or from a thread that runs an event loop already (a pipeline run inside async
+    code, a notebook): then ``main`` runs on a loop of its own in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.run(main)
+    with ThreadPoolExecutor(1, thread_name_prefix="ingester-retry") as helper:
+        return helper.submit(anyio.run, main).result()
 
 
 def iceberg_table_name(name: str) -> str:
@@ -145,32 +158,22 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         return SnapshotCommitter(
             self.catalog,
             FileReader([str(package)] if package else []),
-            strict_casting=self.config.strict_casting,
-            merge_batch_size=self.config.merge_batch_size,
+            options=WriteOptions(
+                strict_casting=self.config.strict_casting,
+                merge_batch_size=self.config.merge_batch_size,
+                verify_files=False,  # dlt's normalizer just wrote these files in this load package
+            ),
             fail_on_reject=True,
-            verify_files=False,  # dlt's normalizer just wrote these files in this load package
         )
 
     def _retried(self, fn: Callable[[], T], what: str) -> T:
-        """Run blocking ``fn`` under the configured retry policy (transient errors only).
-
-        Blocks. dlt calls the client from its own threads, or from a thread that runs an event
-        loop already (a pipeline run inside async code, a notebook): then the policy's loop runs
-        in a helper thread."""
+        """Run blocking ``fn`` under the configured retry policy (transient errors only). Blocks."""
         policy = self.config.retry_policy()
 
         async def attempt() -> T:
             return fn()
 
-        async def main() -> T:
-            return await policy.run(attempt, what=what)
-
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return anyio.run(main)
-        with ThreadPoolExecutor(1, thread_name_prefix="ingester-retry") as helper:
-            return helper.submit(anyio.run, main).result()
+        return _run(lambda: policy.run(attempt, what=what))
 
     def _root(self, table_name: str) -> str:
         parent = self.schema.tables[table_name].get("parent")
@@ -198,13 +201,19 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         return Batch(self.table_ref(name), (Pending(marker),))
 
     def _commit(self, committer: SnapshotCommitter, batch: Batch, extra_delete_keys: pa.Table | None = None) -> CommitResult:
-        """Read, then apply with retries. A file the committer sets aside (unreadable, schema
-        conflict) fails the dlt job terminally; an unreadable one before anything is committed."""
-        try:
-            loaded = self._retried(lambda: committer.read(batch), f"read {batch.table}")
+        """Read, then apply with retries (``commit_with_retries``). A file the committer sets
+        aside (unreadable, schema conflict) fails the dlt job terminally; an unreadable one
+        before anything is committed."""
+
+        def refuse_rejected(loaded: LoadedBatch) -> None:
             if loaded.rejected:
                 raise TerminalError("; ".join(r.reason for r in loaded.rejected))
-            result = self._retried(lambda: committer.apply(loaded, extra_delete_keys), f"commit {batch.table}")
+
+        policy = self.config.retry_policy()
+        try:
+            result = _run(lambda: commit_with_retries(
+                committer, batch, policy, extra_delete_keys=extra_delete_keys, before_apply=refuse_rejected
+            ))
             if result.rejected:
                 raise TerminalError("; ".join(r.reason for r in result.rejected))
         except TerminalError as exc:

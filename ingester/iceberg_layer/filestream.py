@@ -3,7 +3,7 @@
 The caller's thread reads and casts; ``writers`` threads encode parquet, each into its own
 file, each taking the next row group from one shared queue as soon as it is free (parquet
 encoding is single-threaded per file, so this is what uses more than one core). A file is
-closed after ``file_bytes`` of arrow data. Memory: one row group being gathered, one being
+closed after ``write_chunk_bytes`` of arrow data. Memory: one row group being gathered, one being
 encoded per writer and ``QUEUE_DEPTH`` per writer waiting, whatever the input.
 Unpartitioned tables only (partitioned writes go through pyiceberg's own splitting).
 
@@ -88,12 +88,12 @@ class StreamingDataFiles:
 
     def __init__(
         self, metadata: TableMetadata, io: FileIO, write_uuid: uuid.UUID, *,
-        file_bytes: int, writers: int = DEFAULT_WRITERS, first_task: int = 0,
+        write_chunk_bytes: int, writers: int = DEFAULT_WRITERS, first_task: int = 0,
     ) -> None:
         if not metadata.spec().is_unpartitioned():
             raise ValueError("streaming data files need an unpartitioned table")
         self._metadata, self._io, self._uuid = metadata, io, write_uuid
-        self._file_bytes = file_bytes
+        self._write_chunk_bytes = write_chunk_bytes
         self._writers = max(1, writers)
         self._tasks = itertools.count(first_task)
         table_schema = metadata.schema()
@@ -112,7 +112,7 @@ class StreamingDataFiles:
         with ThreadPoolExecutor(self._writers, thread_name_prefix="ingester-encode") as pool:
             writers = [pool.submit(self._drain, work, stop) for _ in range(self._writers)]
             try:
-                for group in row_groups(tables, max_bytes=min(ROW_GROUP_BYTES, self._file_bytes)):
+                for group in row_groups(tables, max_bytes=min(ROW_GROUP_BYTES, self._write_chunk_bytes)):
                     if self._task_schema is None:
                         self._task_schema = pyarrow_to_schema(
                             without_dictionaries(group.schema), name_mapping=self._metadata.schema().name_mapping,
@@ -154,7 +154,7 @@ class StreamingDataFiles:
                     current = self._open()
                 current.writer.write(self._with_field_ids(group))
                 current.nbytes += group.nbytes
-                if current.nbytes >= self._file_bytes:
+                if current.nbytes >= self._write_chunk_bytes:
                     files.append(self._close(current))
                     current = None
         except BaseException:

@@ -64,10 +64,10 @@ class RecordingCommitter:
     def read(self, batch: Batch) -> LoadedBatch:
         return self.inner.read(batch)
 
-    def apply(self, loaded: LoadedBatch) -> CommitResult:
+    def apply(self, loaded: LoadedBatch, extra_delete_keys: Any = None) -> CommitResult:
         self.windows[str(loaded.batch.table)].add(loaded.batch.batch_id)
         time.sleep(self.delay_s)
-        return self.inner.apply(loaded)
+        return self.inner.apply(loaded, extra_delete_keys)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -12,7 +12,7 @@ import pytest
 
 from ingester.batch import Batch, Pending, TableRef
 from ingester.catalog import open_catalog
-from ingester.commit import SnapshotCommitter
+from ingester.commit import SnapshotCommitter, WriteOptions
 from ingester.events import FileEvent
 from ingester.settings import CatalogSettings
 from ingester.sources.base import Position
@@ -23,7 +23,7 @@ from tests.support import write_parquet
 @pytest.fixture
 def committer(tmp_path: Path) -> SnapshotCommitter:
     return SnapshotCommitter(open_catalog(CatalogSettings(), tmp_path / "home"), FileReader([tmp_path.as_uri()]),
-                             group="g", chunk_bytes=1024)
+                             group="g", options=WriteOptions(write_chunk_bytes=1024))
 
 
 def batch(paths: list[Path], table: str = "t") -> Batch:

@@ -10,7 +10,7 @@ import pytest
 
 from ingester.batch import Batch, Pending, TableRef
 from ingester.catalog import open_catalog
-from ingester.commit import SnapshotCommitter
+from ingester.commit import SnapshotCommitter, WriteOptions
 from ingester.events import FileEvent
 from ingester.iceberg_layer.dictionaries import (
     candidates,
@@ -85,7 +85,7 @@ def test_parquet_dictionaries_only_for_columns_whose_sample_repeats() -> None:
 @pytest.fixture
 def committer(tmp_path: Path) -> SnapshotCommitter:
     return SnapshotCommitter(open_catalog(CatalogSettings(), tmp_path / "home"), FileReader([tmp_path.as_uri()]),
-                             group="g", zero_copy=False)
+                             group="g", options=WriteOptions(zero_copy=False))
 
 
 def commit(committer: SnapshotCommitter, paths: list[Path], table: str, first: int = 0) -> None:

@@ -102,7 +102,7 @@ def test_strict_casting_and_merge_batch_size_reach_the_committer(tmp_path: Path)
     client = p.destination_client()
     assert isinstance(client, IcebergJobClient)
     committer = client._committer()
-    assert committer.strict is True and committer.merge_batch_size == 123
+    assert committer.options.strict_casting is True and committer.options.merge_batch_size == 123
 
 
 @pytest.mark.parametrize("strict", [False, True])

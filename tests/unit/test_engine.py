@@ -26,9 +26,9 @@ class SlowCommitter(SnapshotCommitter):
 
     delay_s = 0.05
 
-    def apply(self, loaded: LoadedBatch) -> Any:
+    def apply(self, loaded: LoadedBatch, extra_delete_keys: Any = None) -> Any:
         time.sleep(self.delay_s)
-        return super().apply(loaded)
+        return super().apply(loaded, extra_delete_keys)
 
 
 def make_engine(tmp_path: Path, source: MemorySource, max_inflight: int, slow: bool = False, **limits: Any) -> Engine:

@@ -40,7 +40,7 @@ def test_row_groups_coalesce_small_tables_and_skip_empty_ones() -> None:
 
 
 def test_every_row_lands_once_in_files_rolled_by_size_with_field_ids(table: Table) -> None:
-    stream = StreamingDataFiles(table.metadata, table.io, uuid.uuid4(), file_bytes=20_000, writers=2)
+    stream = StreamingDataFiles(table.metadata, table.io, uuid.uuid4(), write_chunk_bytes=20_000, writers=2)
     commit(table, stream, tables(40, 500))
     table.refresh()
     assert stream.rows == 20_000
@@ -59,7 +59,7 @@ def test_a_reading_error_closes_the_writers_and_is_raised(table: Table) -> None:
         yield from tables(3, 10)
         raise ValueError("file 4 is corrupt")
 
-    stream = StreamingDataFiles(table.metadata, table.io, uuid.uuid4(), file_bytes=1 << 20)
+    stream = StreamingDataFiles(table.metadata, table.io, uuid.uuid4(), write_chunk_bytes=1 << 20)
     with pytest.raises(ValueError, match="file 4 is corrupt"):
         stream.write(failing())
 
@@ -68,7 +68,7 @@ def test_a_writer_error_is_raised_in_the_caller(table: Table, tmp_path: Path) ->
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     metadata = table.metadata.model_copy(update={"location": blocker.as_uri()})
-    stream = StreamingDataFiles(metadata, table.io, uuid.uuid4(), file_bytes=1 << 20)
+    stream = StreamingDataFiles(metadata, table.io, uuid.uuid4(), write_chunk_bytes=1 << 20)
     with pytest.raises(OSError):
         stream.write(tables(50, 1000))
 
@@ -79,4 +79,4 @@ def test_partitioned_tables_are_refused(tmp_path: Path) -> None:
     t = cat.create_table(("ns", "p"), schema=pa.schema([("id", pa.int64())]))
     t.update_spec().add_identity("id").commit()
     with pytest.raises(ValueError, match="unpartitioned"):
-        StreamingDataFiles(t.metadata, t.io, uuid.uuid4(), file_bytes=1 << 20)
+        StreamingDataFiles(t.metadata, t.io, uuid.uuid4(), write_chunk_bytes=1 << 20)

@@ -332,9 +332,9 @@ def test_a_slow_commit_holds_the_rebalance_no_longer_than_the_revoke_timeout(tmp
         engine = engine_on(tmp_path, source, MemoryDeadLetters(), revoke_timeout_s=0.3)
         apply = engine.committer.apply
 
-        def slow_apply(loaded: Any) -> Any:
+        def slow_apply(loaded: Any, extra_delete_keys: Any = None) -> Any:
             time.sleep(2.0)
-            return apply(loaded)
+            return apply(loaded, extra_delete_keys)
 
         engine.committer.apply = slow_apply  # type: ignore[method-assign]
         async with anyio.create_task_group() as tg:

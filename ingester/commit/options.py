@@ -1,0 +1,29 @@
+"""How a batch's rows become data files: one frozen value, built once, carried whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingester.settings import DEFAULT_MERGE_BATCH_SIZE, DEFAULT_WRITE_CHUNK_BYTES, CommitSettings
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOptions:
+    """The write settings of ``CommitSettings`` (same names, same meanings), plus
+    ``verify_files``: decode every page of a file before registering it as-is (off only for
+    files this process just wrote, e.g. a dlt load package)."""
+
+    strict_casting: bool = False
+    zero_copy: bool = True
+    write_chunk_bytes: int = DEFAULT_WRITE_CHUNK_BYTES
+    merge_batch_size: int = DEFAULT_MERGE_BATCH_SIZE
+    verify_files: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: CommitSettings) -> WriteOptions:
+        return cls(
+            strict_casting=settings.strict_casting,
+            zero_copy=settings.zero_copy,
+            write_chunk_bytes=settings.write_chunk_bytes,
+            merge_batch_size=settings.merge_batch_size,
+        )
