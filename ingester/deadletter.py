@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -21,10 +23,26 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """The reason, the original message (``payload``, replayable as it is), where it came from."""
+
     reason: str
     payload: bytes
     position: Position | None = None
     table: str | None = None
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> DeadLetter:
+        """Inverse of ``to_json``; raises ``ValueError`` naming what is wrong."""
+        try:
+            payload = base64.b64decode(record["payload_b64"], validate=True)
+        except KeyError:
+            raise ValueError("a dead letter without 'payload_b64'") from None
+        except (binascii.Error, TypeError) as exc:
+            raise ValueError(f"'payload_b64' is not base64: {exc}") from None
+        partition, offset = record.get("partition"), record.get("offset")
+        position = Position(str(partition), int(offset)) if partition is not None and offset is not None else None
+        table = record.get("table")
+        return cls(str(record.get("reason", "")), payload, position, str(table) if table is not None else None)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -46,7 +64,8 @@ class DeadLetterSink(Protocol):
 
 
 class FolderDeadLetters:
-    """JSON lines in ``<folder>/deadletters.jsonl``, fsynced per record."""
+    """JSON lines in ``<folder>/deadletters.jsonl``, fsynced per record (``put`` writes in a
+    worker thread: the event loop never waits on the disk)."""
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -54,21 +73,35 @@ class FolderDeadLetters:
         self._lock = threading.Lock()
 
     async def put(self, letter: DeadLetter) -> None:
-        self.write(letter)
+        await anyio.to_thread.run_sync(self.write, letter)
 
     def close(self) -> None:
         """Nothing to release: each record is written and closed by ``write``."""
 
     def write(self, letter: DeadLetter) -> None:
+        """Append one record and fsync it (blocking)."""
         line = json.dumps(letter.to_json()) + "\n"
         with self._lock, self.path.open("a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
+            os.fsync(fh.fileno())
 
-    def read(self) -> list[dict[str, object]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+    def read(self) -> list[DeadLetter]:
+        return read_letters(self.path.read_text(encoding="utf-8")) if self.path.exists() else []
+
+
+def read_letters(text: str) -> list[DeadLetter]:
+    """Dead letters of JSON lines (``FolderDeadLetters``'s file, or a topic's messages one per
+    line); raises ``ValueError`` naming the line that is not one."""
+    letters = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            letters.append(DeadLetter.from_json(json.loads(line)))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"line {number}: not a dead letter: {exc}") from None
+    return letters
 
 
 class MemoryDeadLetters:

@@ -46,16 +46,26 @@ def canonical(location: str) -> str:
     raise LocationRefused(f"unsupported location scheme {parsed.scheme!r} in {location!r}")
 
 
+DEFAULT_READ_CONCURRENCY = 8
+DEFAULT_READ_TIMEOUT_S = 120.0
+
+
 class FileReader:
-    """Opens parquet files named by events. Thread-safe; calls block (run them in threads)."""
+    """Opens parquet files named by events. Thread-safe; calls block (run them in threads).
+    ``read_concurrency``: how many files of a batch are opened at once (footers read in
+    parallel, which is what S3 latency needs)."""
 
     def __init__(
         self,
         allowed_prefixes: Sequence[str],
         s3: pafs.S3FileSystem | None = None,
+        read_concurrency: int = DEFAULT_READ_CONCURRENCY,
     ) -> None:
+        if read_concurrency < 1:
+            raise ValueError("read_concurrency must be at least 1")
         self._allowed = [canonical(p).rstrip("/") + "/" for p in allowed_prefixes]
         self._s3 = s3
+        self.read_concurrency = read_concurrency
 
     def check(self, location: str) -> str:
         """Canonical location if it is allowed; raises ``LocationRefused`` otherwise."""
@@ -124,8 +134,12 @@ def raise_if_transient(exc: BaseException, event: FileEvent) -> None:
         raise exc
 
 
-def s3_filesystem(endpoint: str | None, key: str | None, secret: str | None, region: str | None) -> pafs.S3FileSystem:
-    """pyarrow S3 filesystem for an S3-compatible store (path-style addressing)."""
+def s3_filesystem(
+    endpoint: str | None, key: str | None, secret: str | None, region: str | None,
+    timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+) -> pafs.S3FileSystem:
+    """pyarrow S3 filesystem for an S3-compatible store (path-style addressing); a connect or
+    a request that takes longer than ``timeout_s`` fails (transient: it is retried)."""
     parsed = urlparse(endpoint) if endpoint else None
     return pafs.S3FileSystem(
         access_key=key,
@@ -134,4 +148,6 @@ def s3_filesystem(endpoint: str | None, key: str | None, secret: str | None, reg
         endpoint_override=parsed.netloc if parsed else None,
         scheme=parsed.scheme if parsed else "https",
         force_virtual_addressing=False,
+        connect_timeout=timeout_s,
+        request_timeout=timeout_s,
     )

@@ -43,13 +43,14 @@ def s3_for(settings: Settings) -> pafs.S3FileSystem | None:
         c.s3_access_key_id.get_secret_value() if c.s3_access_key_id else None,
         c.s3_secret_access_key.get_secret_value() if c.s3_secret_access_key else None,
         c.s3_region,
+        timeout_s=settings.storage.read_timeout_s,
     )
 
 
 def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
     return SnapshotCommitter(
         open_catalog(settings.catalog, settings.home_dir),
-        FileReader(settings.allowed_prefixes, s3_for(settings)),
+        FileReader(settings.allowed_prefixes, s3_for(settings), settings.storage.read_concurrency),
         group=group,
         options=WriteOptions.from_settings(settings.commit),
     )

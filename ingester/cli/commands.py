@@ -360,25 +360,22 @@ def replay_deadletters(
 
     Replaying twice is harmless for events with an event_id: the second copy is skipped.
     """
-    import base64
-
+    from ingester.deadletter import read_letters
     from ingester.wiring import build_queue
 
     settings = _settings()
     _setup_logging(settings)
     path = source or settings.deadletter_folder / "deadletters.jsonl"
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-        letters = [json.loads(line) for line in text.splitlines() if line.strip()]
-        chosen = [letter for letter in letters if reason is None or reason in str(letter.get("reason"))]
-        payloads = [base64.b64decode(letter["payload_b64"], validate=True) for letter in chosen]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        letters = read_letters(sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
         typer.echo(f"error: cannot read dead letters from {path}: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_CONFIG) from None
-    if payloads and not dry_run:
+    chosen = [letter for letter in letters if reason is None or reason in letter.reason]
+    if chosen and not dry_run:
         queue = build_queue(settings)
         try:
-            queue.put_many(payloads, [str(letter.get("table") or "").encode() for letter in chosen])
+            queue.put_many([letter.payload for letter in chosen], [(letter.table or "").encode() for letter in chosen])
         finally:
             queue.close()
-    typer.echo(f"{'would replay' if dry_run else 'replayed'} {len(payloads)} of {len(letters)} dead letters")
+    typer.echo(f"{'would replay' if dry_run else 'replayed'} {len(chosen)} of {len(letters)} dead letters")

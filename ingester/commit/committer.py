@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import anyio
@@ -24,7 +25,7 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, 
 from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
 from pyiceberg.table import Table, TableProperties, Transaction
 
-from ingester.batch import Batch, TableRef
+from ingester.batch import Batch, Pending, TableRef
 from ingester.commit.dispositions import append, merge_into, replace_all
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import BadFile, SourceFile
@@ -116,29 +117,35 @@ class SnapshotCommitter:
         self._lock = threading.Lock()
 
     def read(self, batch: Batch) -> LoadedBatch:
-        """Open every file of the batch; unreadable or refused files become ``rejected``."""
-        files, rejected = [], []
-        for item in batch.items:
-            ev = item.event
-            try:
-                pf = self.reader.open(ev)
-                raw = pf.schema_arrow
-                schema = normalize_schema(raw, ev.columns)
-                _check_file(schema, ev)
-                files.append(
-                    SourceFile(
-                        item, schema, raw, pf.metadata.num_rows,
-                        open=lambda read_dictionary=(), ev=ev: self.reader.open(ev, read_dictionary),  # type: ignore[misc]
-                        open_raw=lambda ev=ev: self.reader.open_raw(ev),  # type: ignore[misc]
-                        location=self.reader.check(ev.location) if ev.location else None,
-                        dictionary=dictionary_encoded(pf.metadata),
-                    )
-                )
-            except TerminalError as exc:
-                rejected.append(Rejected(ev, item.position, str(exc)))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnsupportedPyArrowTypeException) as exc:
-                rejected.append(Rejected(ev, item.position, f"{ev.describe()}: {exc}"))
-        return LoadedBatch(batch, tuple(files), tuple(rejected))
+        """Open every file of the batch (``reader.read_concurrency`` at once, footers only);
+        unreadable or refused files become ``rejected``. Raises transient errors."""
+        workers = min(self.reader.read_concurrency, len(batch.items))
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="ingester-read") as pool:
+                opened = list(pool.map(self._open, batch.items))
+        else:
+            opened = [self._open(item) for item in batch.items]
+        files = tuple(f for f in opened if isinstance(f, SourceFile))
+        return LoadedBatch(batch, files, tuple(f for f in opened if isinstance(f, Rejected)))
+
+    def _open(self, item: Pending) -> SourceFile | Rejected:
+        ev = item.event
+        try:
+            pf = self.reader.open(ev)
+            raw = pf.schema_arrow
+            schema = normalize_schema(raw, ev.columns)
+            _check_file(schema, ev)
+            return SourceFile(
+                item, schema, raw, pf.metadata.num_rows,
+                open=lambda read_dictionary=(): self.reader.open(ev, read_dictionary),
+                open_raw=lambda: self.reader.open_raw(ev),
+                location=self.reader.check(ev.location) if ev.location else None,
+                dictionary=dictionary_encoded(pf.metadata),
+            )
+        except TerminalError as exc:
+            return Rejected(ev, item.position, str(exc))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnsupportedPyArrowTypeException) as exc:
+            return Rejected(ev, item.position, f"{ev.describe()}: {exc}")
 
     def commit(self, batch: Batch, extra_delete_keys: pa.Table | None = None) -> CommitResult:
         """``read`` then ``apply`` (no retries)."""

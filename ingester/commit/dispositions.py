@@ -74,7 +74,6 @@ def _rewrite(
     """Every row of ``files`` cast to ``target`` and written into ``producer``."""
     rows = (t for _, t in _batches(tx, files, target, options.strict_casting))
     return write_rows(tx, table, producer, rows, options.write_chunk_bytes)
-    return rows, False
 
 
 def replace_all(

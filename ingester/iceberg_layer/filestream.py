@@ -88,14 +88,14 @@ class StreamingDataFiles:
 
     def __init__(
         self, metadata: TableMetadata, io: FileIO, write_uuid: uuid.UUID, *,
-        write_chunk_bytes: int, writers: int = DEFAULT_WRITERS, first_task: int = 0,
+        write_chunk_bytes: int, writers: int = DEFAULT_WRITERS,
     ) -> None:
         if not metadata.spec().is_unpartitioned():
             raise ValueError("streaming data files need an unpartitioned table")
         self._metadata, self._io, self._uuid = metadata, io, write_uuid
         self._write_chunk_bytes = write_chunk_bytes
         self._writers = max(1, writers)
-        self._tasks = itertools.count(first_task)
+        self._tasks = itertools.count()
         table_schema = metadata.schema()
         sanitized = sanitize_column_names(table_schema)
         self._file_schema: Schema = sanitized if sanitized != table_schema else table_schema

@@ -48,10 +48,6 @@ class MemorySource:
         for part, off in offsets.items():
             self.committed[part] = max(off, self.committed.get(part, 0))
 
-    def rewind(self) -> None:
-        """Forget read cursors, as a restarted consumer would: replay from committed."""
-        self._cursor.clear()
-
     def on_revoke(self, callback: RevokeCallback) -> None:
         self._callbacks.append(callback)
 

@@ -269,7 +269,7 @@ def test_bad_input_is_set_aside_with_reasons_and_the_rest_commits(env: Callable[
     stats = e.run()
     assert stats.dead_letters == 7
     assert len(e.rows("a")) == 10 and len(e.rows("b")) == 3
-    reasons = [str(d["reason"]) for d in FolderDeadLetters(e.settings.deadletter_folder).read()]
+    reasons = [d.reason for d in FolderDeadLetters(e.settings.deadletter_folder).read()]
     assert len(reasons) == 7
     expected = ["not JSON", "field 'table'", "field 'rows'", "missing.parquet: file not found",
                 "trunc.parquet: not a readable parquet", "column 'id'", "outside the allowed prefixes"]

@@ -460,8 +460,7 @@ def test_hostile_corpus_is_dead_lettered_and_good_rows_land_exactly(tmp_path: Pa
     matched: list[Case] = []
     unclear: list[tuple[str, str, str]] = []
     for letter in letters:
-        reason = str(letter["reason"])
-        payload = base64.b64decode(str(letter["payload_b64"]))
+        reason, payload = letter.reason, letter.payload
         case = by_payload.get(payload) or by_event_id.get(json.loads(payload).get("event_id"))
         if case is None:
             unclear.append(("good event dead-lettered", "", reason[:300]))
