@@ -33,8 +33,8 @@ from ingester.errors import SchemaConflict, TerminalError
 from ingester.events import FileEvent, WriteDisposition
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.dictionaries import dictionary_encoded
-from ingester.retry import RetryPolicy
 from ingester.partitioning import spec_for
+from ingester.retry import RetryPolicy
 from ingester.schema import evolution, normalize_schema, table_arrow_schema, to_iceberg
 from ingester.sources.base import Position
 from ingester.storage import FileReader

@@ -19,8 +19,8 @@ from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterTha
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
 
-from ingester.commit.options import WriteOptions
 from ingester.commit.as_is import add_as_is, fits_as_is, name_mapped, owned_copies
+from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import SourceFile, chunked, file_batches
 from ingester.events import FileEvent
 from ingester.iceberg_layer.datafiles import DataFileWriter, SnapshotProducer
