@@ -35,7 +35,7 @@ def run_reader(reader: Reader, request_file: Path, timeout: float = TIMEOUT) -> 
             capture_output=True, text=True, timeout=timeout, env=clean_env(),
         )  # fmt: skip
     except subprocess.TimeoutExpired:
-        return _failure(reader, f"timed out after {timeout:.0f}s")
+        return _failure(reader, f"timed out after {timeout:g}s")
     try:
         answer: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:

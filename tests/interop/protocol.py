@@ -43,7 +43,8 @@ class S3:
             "s3.access-key-id": self.access_key_id,
             "s3.secret-access-key": self.secret_access_key,
             "s3.region": self.region,
-            "s3.force-virtual-addressing": "false",
+            "s3.force-virtual-addressing": "false",  # pyiceberg
+            "s3.path-style-access": "true",  # iceberg-rust
         }
 
 

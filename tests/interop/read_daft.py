@@ -6,9 +6,11 @@ from protocol import Read, Request, serve
 
 
 def read(request: Request) -> Read:
-    """`daft.read_iceberg` on the metadata file; counts through `count_rows`."""
+    """`daft.read_iceberg` on a pyiceberg StaticTable (daft reads a metadata path without our S3
+    settings); counts through `count_rows`."""
     import daft
     from daft.io import IOConfig, S3Config
+    from pyiceberg.table import StaticTable
 
     io_config = None
     if request.s3:
@@ -22,7 +24,9 @@ def read(request: Request) -> Read:
                 force_virtual_addressing=False,
             )
         )
-    df = daft.read_iceberg(request.metadata_location, io_config=io_config)
+    props = request.s3.pyiceberg_properties() if request.s3 else {}
+    table = StaticTable.from_metadata(request.metadata_location, properties=props)
+    df = daft.read_iceberg(table, io_config=io_config)
     types = {f.name: str(f.dtype) for f in df.schema()}
     result = Read(df.to_arrow(), types, df.count_rows())
     if request.filter:

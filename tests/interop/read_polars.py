@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from protocol import Read, Request, serve
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+def _literal(value: Any, dtype: pl.DataType) -> pl.Expr:
+    """`value` as a literal of the column's type; text for a temporal column is parsed as ISO."""
+    import polars as pl
+
+    if isinstance(value, str) and dtype.is_temporal():
+        return pl.lit(value).str.strptime(dtype)
+    return pl.lit(value).cast(dtype)
 
 
 def read(request: Request) -> Read:
@@ -16,11 +30,11 @@ def read(request: Request) -> Read:
     result = Read(lf.collect().to_arrow(), {k: str(v) for k, v in schema.items()}, count)
     if request.filter:
         f = request.filter
-        filtered = lf.filter(f.apply(pl.col(f.column), pl.lit(f.value).cast(schema[f.column])))
+        filtered = lf.filter(f.apply(pl.col(f.column), _literal(f.value, schema[f.column])))
         result.filtered = filtered.collect().to_arrow()
         result.filtered_count = filtered.select(pl.len()).collect().item()
     return result
 
 
 if __name__ == "__main__":
-    serve("polars", ("polars", "polars-runtime-32", "pyiceberg", "pyarrow"), read)
+    serve("polars", ("polars", "polars-runtime-32", "polars-iceberg", "pyiceberg", "pyarrow"), read)

@@ -59,9 +59,9 @@ READERS: tuple[Reader, ...] = (
         ),
     ),
     Reader("daft", "0.7", "read_daft.py", ("daft==0.7.26", "pyiceberg==0.12.0", "pyarrow")),
-    Reader("polars", "2.1", "read_polars.py", ("polars==2.1.0", "pyiceberg==0.12.0", "pyarrow")),
+    Reader("polars", "2.1", "read_polars.py", ("polars[iceberg,pyarrow]==2.1.0", "pyiceberg==0.12.0")),
     # pyiceberg-core 0.11 is built against DataFusion 54.1: its FFI table provider needs that major.
-    Reader("datafusion", "54.1/iceberg-rust 0.11", "read_datafusion.py", ("datafusion==54.1.0", "pyiceberg-core==0.11.0", "pyarrow")),
+    Reader("datafusion", "54.1 + pyiceberg-core 0.11", "read_datafusion.py", ("datafusion==54.1.0", "pyiceberg-core==0.11.0", "pyarrow")),
 )
 
 
