@@ -1,4 +1,16 @@
-"""Run every reader of the matrix on one table: `read_everywhere(metadata_location)`."""
+"""Run every reader of the matrix on one table.
+
+    from tests.interop.canonical import summarize
+    from tests.interop.harness import read_everywhere
+
+    results = read_everywhere(table.metadata_location, partition_filter=("part", "==", "b"))
+    expected = summarize(written_arrow_table)
+    for name, r in results.items():
+        assert r["error"] is None, (name, r["error"])
+        assert {c: v["hash"] for c, v in r["columns"].items()} == {c: v["hash"] for c, v in expected.items()}
+
+Over S3 pass `s3=S3(endpoint, access_key_id, secret_access_key, region)` (from `protocol`).
+"""
 
 from __future__ import annotations
 
