@@ -1,0 +1,1 @@
+"""Interoperability matrix: does a table read the same in independent Iceberg readers?"""
