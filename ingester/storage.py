@@ -19,6 +19,7 @@ from pyarrow import fs as pafs
 
 from ingester.errors import LocationRefused, UnreadableFile, is_transient
 from ingester.events import FileEvent
+from ingester.iceberg_layer.footers import Footer, read_footer
 
 _BAD_PATH_ERRNOS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP, errno.EINVAL)
 
@@ -115,6 +116,18 @@ class FileReader:
         try:
             return pq.ParquetFile(source, read_dictionary=list(read_dictionary) or None)
         except (pa.ArrowInvalid, OSError) as exc:
+            raise_if_transient(exc, event)
+            raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None
+
+    def footer(self, event: FileEvent) -> tuple[Footer, pq.FileMetaData]:
+        """The event's parquet footer, raw and parsed, from one read of the file's end (a ranged
+        GET on S3); ``UnreadableFile`` / ``LocationRefused`` on bad input, transient errors raised."""
+        source = self.open_raw(event)
+        try:
+            with source:
+                footer = read_footer(source, source.size())
+            return footer, footer.metadata()
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
             raise_if_transient(exc, event)
             raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None
 

@@ -1,45 +1,62 @@
-"""As-is (zero-copy) registration: parquet files whose schema fits the table become data
-files without rewriting. The bytes are linked or copied under the table's data folder first
-(the table owns its files), after every page was decoded once (untrusted producers).
+"""As-is (zero-copy) registration: parquet files whose schema fits the table become data files
+without decoding or re-encoding a row.
+
+The table owns its files: each one is copied under the table's data folder (a kernel-side
+copy between local files) with a new footer that carries the table's field ids
+(``ingester.iceberg_layer.footers``), so every reader maps its columns by id. Files from
+untrusted producers have every page decoded once first: a corrupt page (its footer fine)
+would break every reader of the table. The ``DataFile`` (column metrics) comes from the
+footer that ``SnapshotCommitter.read`` already read: nothing is read twice.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import BinaryIO, cast
+from urllib.parse import urlparse
 
 import pyarrow as pa
+from pyiceberg.io import FileIO
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties, Transaction
+from pyiceberg.table.metadata import TableMetadata
 
 from ingester.commit.source_files import READ_BATCH_ROWS, BadFile, SourceFile
-from ingester.iceberg_layer.datafiles import SnapshotProducer, parquet_data_files
+from ingester.iceberg_layer.datafiles import SnapshotProducer, as_is_data_file
+from ingester.iceberg_layer.footers import IdFooter, Unmapped, with_field_ids, write_with_footer
 from ingester.storage import raise_if_transient
 
-COPY_BLOCK_BYTES = 8 * 1024 * 1024
+VERIFY_THREADS = 2
+COPY_THREADS = 4
 
 
-def fits_as_is(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> bool:
-    """True when every file can be registered without rewriting (zero-copy)."""
+def as_is_footers(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> list[IdFooter] | None:
+    """The new footer of each file when every file can be registered as-is (its columns and
+    types those of the table, a footer we can give the table's field ids), else None."""
     if not table.spec().is_unpartitioned():
-        return False
+        return None
+    footers = []
     for f in files:
-        if f.item.event.data is not None or not f.raw_schema.names:  # add_files reads column 0's stats
-            return False
+        if f.item.event.data is not None or f.footer is None or not f.raw_schema.names:  # stats start at column 0
+            return None
         for field in f.raw_schema:
-            if field.name not in target.names or (field.metadata and b"PARQUET:field_id" in field.metadata):
-                return False
+            if field.name not in target.names:
+                return None
             want = target.field(field.name).type
             if not (field.type.equals(want) or (pa.types.is_large_string(field.type) and pa.types.is_string(want))):
-                return False
-    return True
+                return None
+        try:
+            footers.append(with_field_ids(f.footer, table.schema()))
+        except Unmapped:
+            return None
+    return footers
 
 
 def verify_pages(files: Sequence[SourceFile]) -> None:
-    """Decode every page (two files at a time): a file registered as-is with a corrupt page
-    (its footer fine) would break every reader of the table. Raises ``BadFile``."""
+    """Decode every page (two files at a time). Raises ``BadFile``."""
 
     def decode(f: SourceFile) -> None:
         try:
@@ -49,68 +66,57 @@ def verify_pages(files: Sequence[SourceFile]) -> None:
             raise_if_transient(exc, f.item.event)
             raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
 
-    with ThreadPoolExecutor(2, thread_name_prefix="ingester-verify") as pool:
+    with ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="ingester-verify") as pool:
         for _ in pool.map(decode, files):
             pass
 
 
-def copy_into_table(table: Table, files: Sequence[SourceFile], batch_id: str) -> list[str]:
-    """Copy the files' bytes under the table's data folder; returns the new locations.
-
-    Local to local on one filesystem is a hard link (the bytes are immutable, and the
-    table's link survives the producer deleting its file). Names derive from the batch id,
-    so a retried commit replaces its own copies."""
-    paths = []
-    for i, f in enumerate(files):
-        dest = f"{table.location().rstrip('/')}/data/ingester-{batch_id}-{i:05d}.parquet"
-        if not _link(f.location, dest):
-            with f.open_raw() as src, table.io.new_output(dest).create(overwrite=True) as out:
-                while block := src.read(COPY_BLOCK_BYTES):
-                    out.write(block)
-        paths.append(dest)
-    return paths
-
-
-def _link(source: str | None, dest: str) -> bool:
-    if not (source and source.startswith("file://") and dest.startswith("file://")):
-        return False
-    # our locations are percent-encoded URIs (``canonical``); pyiceberg's are taken literally
-    src, dst = Path(unquote(urlparse(source).path)), Path(urlparse(dest).path)
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.unlink(missing_ok=True)
-        os.link(src, dst)
-    except OSError:
-        return False
-    try:
-        os.utime(dst)  # the link looks new: orphan cleanup spares files younger than its cut-off
-    except OSError:
-        dst.unlink(missing_ok=True)  # not ours to touch: copy the bytes instead
-        return False
-    return True
-
-
 def name_mapped(tx: Transaction) -> None:
-    """Files registered as-is carry no field ids: readers map their columns by name."""
+    """Readers map the columns of files without field ids (registered before ids were
+    written, or by other tools) by name: keep a name mapping on the table."""
     if tx.table_metadata.name_mapping() is None:
         tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: tx.table_metadata.schema().name_mapping.model_dump_json()})
 
 
 def add_as_is(
-    tx: Transaction, table: Table, producer: SnapshotProducer, files: Sequence[SourceFile], batch_id: str,  # type: ignore[type-arg]
-    verify_files: bool,
+    tx: Transaction, table: Table, producer: SnapshotProducer, files: Sequence[SourceFile],  # type: ignore[type-arg]
+    footers: Sequence[IdFooter], batch_id: str, verify_files: bool,
 ) -> int:
-    """Register ``files`` in ``producer`` without rewriting them (``name_mapped`` first);
-    returns their rows."""
-    paths = owned_copies(table, files, batch_id, verify_files)
-    for data_file in parquet_data_files(tx.table_metadata, paths, table.io):
-        producer.append_data_file(data_file)
+    """Register ``files`` (with ``as_is_footers``) in ``producer`` (call ``name_mapped`` before
+    opening it): ``verify_files`` decodes every page first; the table's copies are named by
+    the batch id, so a retried commit replaces its own copies. Returns their rows."""
+    if verify_files:
+        verify_pages(files)
+    base = f"{table.location().rstrip('/')}/data/ingester-{batch_id}"
+
+    def register(job: tuple[int, SourceFile, IdFooter]) -> DataFile:
+        i, f, footer = job
+        return _copy(tx.table_metadata, table.io, f, footer, f"{base}-{i:05d}.parquet")
+
+    with ThreadPoolExecutor(min(COPY_THREADS, len(files)) or 1, thread_name_prefix="ingester-copy") as pool:
+        for data_file in pool.map(register, [(i, f, footers[i]) for i, f in enumerate(files)]):
+            producer.append_data_file(data_file)
     return sum(f.rows for f in files)
 
 
-def owned_copies(table: Table, files: Sequence[SourceFile], batch_id: str, verify_files: bool) -> list[str]:
-    """The table's own copies of ``files``, to register as-is; ``verify_files`` decodes every
-    page first (untrusted producers)."""
-    if verify_files:
-        verify_pages(files)
-    return copy_into_table(table, files, batch_id)
+def _copy(metadata: TableMetadata, io: FileIO, f: SourceFile, footer: IdFooter, dest: str) -> DataFile:
+    """The table's copy of ``f`` at ``dest``, with ``footer``; its ``DataFile``."""
+    assert f.footer is not None and f.metadata is not None  # as_is_footers checked it
+    try:
+        with f.open_raw() as source, _create(io, dest) as out:
+            size = write_with_footer(source, f.footer, footer, out)
+    except (ValueError, OSError) as exc:
+        raise_if_transient(exc, f.item.event)
+        raise BadFile(f, f"{f.describe()}: cannot copy: {exc}") from None
+    return as_is_data_file(metadata, dest, size, f.metadata, footer.leaf_ids)
+
+
+def _create(io: FileIO, location: str) -> AbstractContextManager[BinaryIO]:
+    """A new file at ``location``: a plain local file (so the copy can stay in the kernel), or
+    the table's FileIO output (S3)."""
+    parsed = urlparse(location)
+    if parsed.scheme in ("", "file"):
+        path = Path(parsed.path)  # pyiceberg's locations are taken literally, not percent-decoded
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("wb")
+    return cast(AbstractContextManager[BinaryIO], io.new_output(location).create(overwrite=True))

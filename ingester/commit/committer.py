@@ -117,7 +117,8 @@ class SnapshotCommitter:
         self._lock = threading.Lock()
 
     def read(self, batch: Batch) -> LoadedBatch:
-        """Open every file of the batch (``reader.read_concurrency`` at once, footers only);
+        """Read every file's footer (``reader.read_concurrency`` at once; one read of each
+        file's end: schema, statistics and the raw footer come from it);
         unreadable or refused files become ``rejected``. Raises transient errors."""
         workers = min(self.reader.read_concurrency, len(batch.items))
         if workers > 1:
@@ -131,16 +132,18 @@ class SnapshotCommitter:
     def _open(self, item: Pending) -> SourceFile | Rejected:
         ev = item.event
         try:
-            pf = self.reader.open(ev)
-            raw = pf.schema_arrow
+            footer, metadata = self.reader.footer(ev)
+            raw = metadata.schema.to_arrow_schema()
             schema = normalize_schema(raw, ev.columns)
             _check_file(schema, ev)
             return SourceFile(
-                item, schema, raw, pf.metadata.num_rows,
+                item, schema, raw, metadata.num_rows,
                 open=lambda read_dictionary=(): self.reader.open(ev, read_dictionary),
                 open_raw=lambda: self.reader.open_raw(ev),
                 location=self.reader.check(ev.location) if ev.location else None,
-                dictionary=dictionary_encoded(pf.metadata),
+                dictionary=dictionary_encoded(metadata),
+                footer=footer,
+                metadata=metadata,
             )
         except TerminalError as exc:
             return Rejected(ev, item.position, str(exc))

@@ -19,7 +19,7 @@ from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterTha
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
 
-from ingester.commit.as_is import add_as_is, fits_as_is, name_mapped, owned_copies
+from ingester.commit.as_is import add_as_is, as_is_footers, name_mapped
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import SourceFile, chunked, file_batches
 from ingester.events import FileEvent
@@ -59,11 +59,12 @@ def append(
     options: WriteOptions, batch_id: str,
 ) -> tuple[int, bool]:
     """Returns (rows, whether the files were registered zero-copy)."""
-    if options.zero_copy and fits_as_is(files, target, table):
-        paths = owned_copies(table, files, batch_id, options.verify_files)
-        tx.add_files(paths, snapshot_properties=props, check_duplicate_files=False)
-        return sum(f.rows for f in files), True
+    footers = as_is_footers(files, target, table) if options.zero_copy else None
+    if footers is not None:
+        name_mapped(tx)
     with tx.update_snapshot(snapshot_properties=props).fast_append() as producer:
+        if footers is not None:
+            return add_as_is(tx, table, producer, files, footers, batch_id, options.verify_files), True
         return _rewrite(tx, table, producer, files, target, options), False
 
 
@@ -82,15 +83,15 @@ def replace_all(
 ) -> tuple[int, bool]:
     """Atomically swap every data file of the table for the batch (history is kept).
     Returns (rows, whether the files were registered zero-copy)."""
-    as_is = options.zero_copy and fits_as_is(files, target, table)
-    if as_is:
+    footers = as_is_footers(files, target, table) if options.zero_copy else None
+    if footers is not None:
         name_mapped(tx)
     with tx.update_snapshot(snapshot_properties=props).overwrite() as producer:
         if table.current_snapshot() is not None:
             for task in table.scan().plan_files():
                 producer.delete_data_file(task.file)
-        if as_is:
-            return add_as_is(tx, table, producer, files, batch_id, options.verify_files), True
+        if footers is not None:
+            return add_as_is(tx, table, producer, files, footers, batch_id, options.verify_files), True
         return _rewrite(tx, table, producer, files, target, options), False
 
 
@@ -165,8 +166,9 @@ def merge_into(
     if extra_keys is not None and extra_keys.num_rows:
         extra = extra_keys.select(names).cast(keys.schema)
         keys = pa.concat_tables([keys, extra]).group_by(names, use_threads=False).aggregate([])
-    as_is = options.zero_copy and len(insert_rows) == total and total > 0 and fits_as_is(files, target, table)
-    if as_is:
+    every_row = len(insert_rows) == total and total > 0
+    footers = as_is_footers(files, target, table) if options.zero_copy and every_row else None
+    if footers is not None:
         name_mapped(tx)
     producer = MergeOnReadFiles(transaction=tx, io=table.io, snapshot_properties=props)
     with producer:
@@ -174,8 +176,8 @@ def merge_into(
             tasks = list(table.scan(row_filter=_key_range(keys)).plan_files())
             for data_file, positions in _replaced(table, tasks, keys, options.merge_batch_size):
                 producer.append_data_file(write_position_deletes(table, data_file, positions, producer.commit_uuid))
-        if as_is:
-            return add_as_is(tx, table, producer, files, batch_id, options.verify_files), True
+        if footers is not None:
+            return add_as_is(tx, table, producer, files, footers, batch_id, options.verify_files), True
         if len(insert_rows) == total:
             return _rewrite(tx, table, producer, files, target, options), False
         selected = _select_rows(_batches(tx, files, target, options.strict_casting), insert_rows)

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from ingester.batch import Pending
 from ingester.errors import TerminalError
 from ingester.iceberg_layer import dictionaries as dc
+from ingester.iceberg_layer.footers import Footer
 from ingester.schema import cast_to, normalize_schema
 from ingester.storage import raise_if_transient
 
@@ -36,6 +37,10 @@ class SourceFile:
     """Canonical ``file://`` or ``s3://`` location (None for inline data)."""
     dictionary: frozenset[str] = frozenset()
     """``dictionaries.dictionary_encoded`` of the file."""
+    footer: Footer | None = None
+    """The file's footer as read (registering it as-is writes a new one with field ids)."""
+    metadata: pq.FileMetaData | None = None
+    """``footer`` parsed: schema, row groups and column statistics."""
 
     def describe(self) -> str:
         return self.item.event.describe()

@@ -1,18 +1,17 @@
 """Our layer under pyiceberg: the ONLY package of ingester that may use pyiceberg's private names.
 
 Modules: ``filestream`` (streaming data-file writer), ``datafiles`` (arrow chunks and parquet
-files -> ``DataFile``s of a producer), ``producers`` (merge-on-read, compaction, delete
-manifests), ``deletes`` (position delete files), ``schemas`` (arrow -> Iceberg schemas),
-``dictionaries`` (arrow dictionaries through a rewrite), ``markers`` (idempotency markers in
-snapshot summaries, shared by commit and maintenance).
+files -> ``DataFile``s of a producer), ``footers`` (parquet footers with the table's field ids,
+over ``thrift_compact``), ``producers`` (merge-on-read, compaction, delete manifests),
+``deletes`` (position delete files), ``schemas`` (arrow -> Iceberg schemas), ``dictionaries``
+(arrow dictionaries through a rewrite), ``markers`` (idempotency markers in snapshot
+summaries, shared by commit and maintenance).
 
 Private pyiceberg names used, and why. They force the pin ``pyiceberg>=0.12.0,<0.13`` in
 pyproject.toml: each is re-checked by the test suite on an upgrade.
 
 - ``pyiceberg.io.pyarrow._dataframe_to_data_files`` (datafiles): encode an arrow chunk into
   data files of a partitioned table inside OUR producer (public ``append`` makes its own snapshot).
-- ``pyiceberg.table._parquet_files_to_data_files`` (datafiles): ``DataFile``s with column metrics
-  for files registered as-is inside our producer (public ``add_files`` makes its own snapshot).
 - ``pyiceberg.table.update.snapshot._SnapshotProducer`` (datafiles): the producer type.
 - ``pyiceberg.table.update.snapshot._FastAppendFiles`` (producers): base of ``MergeOnReadFiles``;
   its ``_manifests``, ``_added_data_files``, ``_transaction``, ``_snapshot_id``, ``_compression``.

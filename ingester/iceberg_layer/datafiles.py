@@ -1,18 +1,19 @@
-"""Data files into a snapshot producer: arrow chunks encoded by pyiceberg's writer, and
-parquet files registered as they are."""
+"""Data files into a snapshot producer: arrow chunks encoded by pyiceberg's writer, and the
+``DataFile`` of a parquet file registered as it is."""
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
-from pyiceberg.io import FileIO
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
-from pyiceberg.manifest import DataFile
-from pyiceberg.table import Table, Transaction, _parquet_files_to_data_files
+import pyarrow.parquet as pq
+from pyiceberg.io.pyarrow import _dataframe_to_data_files, compute_statistics_plan, data_file_statistics_from_parquet_metadata
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.schema import sanitize_column_names
+from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import _SnapshotProducer
 
@@ -20,9 +21,32 @@ SnapshotProducer = _SnapshotProducer
 """Any of pyiceberg's snapshot producers (fast append, overwrite, ours in ``producers``)."""
 
 
-def parquet_data_files(metadata: TableMetadata, paths: Sequence[str], io: FileIO) -> Iterable[DataFile]:
-    """``DataFile``s (with column metrics) of parquet files already under the table."""
-    return _parquet_files_to_data_files(table_metadata=metadata, file_paths=list(paths), io=io)
+def as_is_data_file(
+    metadata: TableMetadata, path: str, size: int, parquet: pq.FileMetaData, leaf_ids: Mapping[str, int]
+) -> DataFile:
+    """The ``DataFile`` of a parquet file registered as-is, with its column metrics (value,
+    null counts and bounds per leaf column, by ``leaf_ids``: the column's ``path_in_schema``
+    -> field id) from its footer ``parquet``: nothing is read again. The metrics plan is the
+    one pyiceberg's writer uses for its own files (on the sanitized schema: a top-level column
+    named ``a.b`` gets bounds, not only counts)."""
+    schema = metadata.schema()
+    stats = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=parquet,
+        stats_columns=compute_statistics_plan(sanitize_column_names(schema), metadata.properties),
+        parquet_column_mapping=dict(leaf_ids),
+    )
+    return DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path=path,
+        file_format=FileFormat.PARQUET,
+        partition=stats.partition(metadata.spec(), schema),
+        file_size_in_bytes=size,
+        sort_order_id=None,
+        spec_id=metadata.default_spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **stats.to_serialized_dict(),
+    )
 
 
 class DataFileWriter:

@@ -44,15 +44,15 @@ def test_files_that_fit_are_registered_without_rewrite(committer: SnapshotCommit
     assert sorted(table.scan().to_arrow().column("id").to_pylist()) == [0, 1, 2, 100, 101, 102]
 
 
-def test_a_hard_link_made_for_a_commit_looks_new_to_orphan_cleanup(committer: SnapshotCommitter, tmp_path: Path) -> None:
+def test_the_table_copy_of_an_old_file_looks_new_to_orphan_cleanup(committer: SnapshotCommitter, tmp_path: Path) -> None:
     produced = write_parquet(tmp_path / "in", {"id": pa.array([1, 2], pa.int64())})
     four_days_ago = time.time() - 4 * 86400
     os.utime(produced, (four_days_ago, four_days_ago))
     assert committer.commit(batch([produced], "h")).zero_copy
     (task,) = committer.catalog.load_table(("ns", "h")).scan().plan_files()
-    linked = Path(unquote(urlparse(task.file.file_path).path))
-    assert linked.stat().st_ino == produced.stat().st_ino  # the same bytes, not a copy
-    assert linked.stat().st_mtime > time.time() - 60
+    copied = Path(unquote(urlparse(task.file.file_path).path))
+    assert copied.stat().st_ino != produced.stat().st_ino  # the table's own copy (with field ids)
+    assert copied.stat().st_mtime > time.time() - 60
 
 
 def test_files_that_do_not_fit_are_rewritten_in_bounded_chunks(committer: SnapshotCommitter, tmp_path: Path) -> None:

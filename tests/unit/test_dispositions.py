@@ -5,19 +5,22 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import Catalog
+from pyiceberg.conversions import from_bytes
 from pyiceberg.manifest import DataFileContent
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
+from pyiceberg.types import LongType
 
 from ingester.batch import Pending
 from ingester.catalog import open_catalog
-from ingester.commit.as_is import copy_into_table, fits_as_is
+from ingester.commit.as_is import add_as_is, as_is_footers
 from ingester.commit.dispositions import append, merge_into, replace_all
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import SourceFile
@@ -41,10 +44,12 @@ def source(path: Path, event: FileEvent | None = None) -> SourceFile:
     """A ``SourceFile`` as ``SnapshotCommitter.read`` makes it."""
     reader = FileReader([path.parent.as_uri()])
     ev = dataclasses.replace(event or FileEvent(table="t"), location=str(path))
-    pf = pq.ParquetFile(path)
-    return SourceFile(Pending(ev), normalize_schema(pf.schema_arrow), pf.schema_arrow, pf.metadata.num_rows,
+    footer, metadata = reader.footer(ev)
+    raw = metadata.schema.to_arrow_schema()
+    return SourceFile(Pending(ev), normalize_schema(raw), raw, metadata.num_rows,
                       open=lambda read_dictionary=(): reader.open(ev, read_dictionary),
-                      open_raw=lambda: reader.open_raw(ev), location=reader.check(str(path)))
+                      open_raw=lambda: reader.open_raw(ev), location=reader.check(str(path)),
+                      footer=footer, metadata=metadata)
 
 
 def rows(table: Table) -> list[tuple[int, str]]:
@@ -71,20 +76,20 @@ def test_append_registers_fitting_files_as_is_else_rewrites(catalog: Catalog, tm
     assert [s.summary.additional_properties["k"] for s in table.metadata.snapshots] == ["v", "v"]  # type: ignore[union-attr]
 
 
-def test_fits_as_is_only_when_every_column_has_the_table_type(catalog: Catalog, tmp_path: Path) -> None:
+def test_as_is_only_when_every_column_has_the_table_type(catalog: Catalog, tmp_path: Path) -> None:
     table = catalog.create_table(("ns", "t"), to_iceberg(SCHEMA))
     target = table_arrow_schema(table.schema())
-    assert fits_as_is([source(data(tmp_path, [1]))], target, table)
+    assert as_is_footers([source(data(tmp_path, [1]))], target, table) is not None
     narrow = write_parquet(tmp_path / "in", pa.table({"id": pa.array([1], pa.int32()), "v": ["x"]}))
     extra = write_parquet(tmp_path / "in", pa.table({"id": [1], "v": ["x"], "w": [1.0]}))
     with_ids = tmp_path / "in" / "ids.parquet"
     pq.write_table(pa.table({"id": pa.array([1], pa.int64())}).cast(
         pa.schema([pa.field("id", pa.int64(), metadata={"PARQUET:field_id": "7"})])), with_ids)
     for path in (narrow, extra, with_ids):
-        assert not fits_as_is([source(path)], target, table), path
+        assert as_is_footers([source(path)], target, table) is None, path
     partitioned = catalog.create_table(("ns", "p"), to_iceberg(SCHEMA), partition_spec=PartitionSpec(
         PartitionField(source_id=1, field_id=1000, transform=IdentityTransform(), name="id")))
-    assert not fits_as_is([source(data(tmp_path, [1]))], target, partitioned)
+    assert as_is_footers([source(data(tmp_path, [1]))], target, partitioned) is None
 
 
 def test_replace_swaps_every_data_file_in_one_snapshot(catalog: Catalog, tmp_path: Path) -> None:
@@ -131,10 +136,100 @@ def test_delete_insert_by_merge_key_replaces_every_row_of_the_key(catalog: Catal
     assert rows(table) == [(1, "x"), (1, "y"), (2, "c")]
 
 
-def test_copies_into_the_table_are_named_by_batch_and_replaced_on_retry(catalog: Catalog, tmp_path: Path) -> None:
+def test_the_table_copy_has_the_same_pages_and_the_table_field_ids(catalog: Catalog, tmp_path: Path) -> None:
+    nested = pa.schema([("id", pa.int64()), ("st", pa.struct([("a", pa.int32()), ("b", pa.string())])),
+                        ("xs", pa.list_(pa.struct([("p", pa.float64())]))), ("m", pa.map_(pa.string(), pa.int64()))])
+    rows_in = {"id": [1, 2], "st": [{"a": 1, "b": "x"}, None], "xs": [[{"p": 1.5}], []], "m": [[("k", 7)], None]}
+    path = write_parquet(tmp_path / "in", pa.table(rows_in, nested))
+    table = catalog.create_table(("ns", "n"), to_iceberg(nested))
+    assert commit(table, append, [source(path)]) == (2, True)
+    table.refresh()
+    (task,) = table.scan().plan_files()
+    copy = Path(task.file.file_path.removeprefix("file://"))
+    assert copy.name.startswith("ingester-") and copy.stat().st_ino != path.stat().st_ino
+    original, copied = path.read_bytes(), copy.read_bytes()
+    data_end = len(original) - 8 - int.from_bytes(original[-8:-4], "little")
+    assert copied[:data_end] == original[:data_end]  # every page byte for byte
+    ids = {leaf.path: leaf.field_id for leaf in _leaves(copy)}
+    by_name = {".".join(p): i for p, i in _iceberg_paths(table)}
+    assert ids == by_name
+    assert table.scan().to_arrow().to_pylist() == pa.table(rows_in, nested).to_pylist()
+    assert task.file.value_counts and task.file.lower_bounds[1] and task.file.upper_bounds[1]
+
+
+def _leaves(path: Path) -> list[Any]:
+    """(path, field id) of every schema node of a parquet file, by pyarrow's reading."""
+    out = []
+
+    def walk(field: pa.Field, prefix: list[str]) -> None:
+        out.append(Node(".".join([*prefix, field.name]), int(field.metadata[b"PARQUET:field_id"])))
+        t = field.type
+        if pa.types.is_struct(t):
+            for child in t:
+                walk(child, [*prefix, field.name])
+        elif pa.types.is_list(t):
+            walk(t.value_field, [*prefix, field.name])
+        elif pa.types.is_map(t):
+            walk(t.key_field, [*prefix, field.name])
+            walk(t.item_field, [*prefix, field.name])
+
+    for field in pq.read_schema(path):
+        walk(field, [])
+    return out
+
+
+@dataclasses.dataclass
+class Node:
+    path: str
+    field_id: int
+
+
+def _iceberg_paths(table: Table) -> list[tuple[list[str], int]]:
+    """(names down to the field, field id) for every field, as pyarrow names nested fields."""
+    from pyiceberg.types import ListType, MapType, NestedField, StructType
+
+    out: list[tuple[list[str], int]] = []
+
+    def walk(field: NestedField, prefix: list[str], name: str) -> None:
+        here = [*prefix, name]
+        out.append((here, field.field_id))
+        t = field.field_type
+        if isinstance(t, StructType):
+            for child in t.fields:
+                walk(child, here, child.name)
+        elif isinstance(t, ListType):
+            walk(t.element_field, here, "element")
+        elif isinstance(t, MapType):
+            walk(t.key_field, here, "key")
+            walk(t.value_field, here, "value")
+
+    for field in table.schema().fields:
+        walk(field, [], field.name)
+    return out
+
+
+def test_a_retried_commit_replaces_its_own_copies(catalog: Catalog, tmp_path: Path) -> None:
     table = catalog.create_table(("ns", "t"), to_iceberg(SCHEMA))
     files = [source(data(tmp_path, [1])), source(data(tmp_path, [2]))]
-    first = copy_into_table(table, files, "b1")
-    assert first == copy_into_table(table, files, "b1")  # a retried commit overwrites its own copies
-    assert [p.rsplit("/", 1)[1] for p in first] == ["ingester-b1-00000.parquet", "ingester-b1-00001.parquet"]
-    assert all(p.startswith(table.location()) for p in first)
+    target = table_arrow_schema(table.schema())
+    for _ in range(2):  # the same batch id twice, as a retry after an unknown commit state
+        with table.transaction() as tx:
+            footers = as_is_footers(files, target, table)
+            assert footers is not None
+            with tx.update_snapshot().fast_append() as producer:
+                add_as_is(tx, table, producer, files, footers, "b1", verify_files=True)
+    table.refresh()
+    paths = sorted({t.file.file_path.rsplit("/", 1)[1] for t in table.scan().plan_files()})
+    assert paths == ["ingester-b1-00000.parquet", "ingester-b1-00001.parquet"]
+
+
+def test_a_registered_column_named_with_a_dot_gets_bounds_not_only_counts(catalog: Catalog, tmp_path: Path) -> None:
+    dotted = pa.schema([("a.b", pa.int64()), ("c", pa.string())])
+    table = catalog.create_table(("ns", "d"), to_iceberg(dotted))
+    path = write_parquet(tmp_path / "in", pa.table({"a.b": [3, 9], "c": ["x", "y"]}, dotted))
+    assert commit(table, append, [source(path)]) == (2, True)
+    table.refresh()
+    (task,) = table.scan().plan_files()
+    field = table.schema().find_field("a.b", case_sensitive=True)
+    assert from_bytes(LongType(), task.file.lower_bounds[field.field_id]) == 3
+    assert from_bytes(LongType(), task.file.upper_bounds[field.field_id]) == 9

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from ingester.batch import Batch, Pending, TableRef
@@ -68,20 +67,20 @@ def test_read_concurrency_must_be_positive(tmp_path: Path) -> None:
 
 
 class CountingReader(FileReader):
-    """Records how many ``open`` calls run at once (each takes a while, as on S3)."""
+    """Records how many footer reads run at once (each takes a while, as on S3)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
         self.running = self.peak = 0
 
-    def open(self, event: FileEvent, read_dictionary: Any = ()) -> pq.ParquetFile:
+    def footer(self, event: FileEvent) -> Any:
         with self._lock:
             self.running += 1
             self.peak = max(self.peak, self.running)
         try:
             time.sleep(0.05)
-            return super().open(event, read_dictionary)
+            return super().footer(event)
         finally:
             with self._lock:
                 self.running -= 1
