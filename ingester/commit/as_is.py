@@ -25,7 +25,7 @@ from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table.metadata import TableMetadata
 
 from ingester.commit.source_files import READ_BATCH_ROWS, BadFile, SourceFile
-from ingester.iceberg_layer.datafiles import SnapshotProducer, as_is_data_file
+from ingester.iceberg_layer.datafiles import SnapshotProducer, as_is_data_file, nan_count
 from ingester.iceberg_layer.footers import IdFooter, Unmapped, with_field_ids, write_with_footer
 from ingester.storage import raise_if_transient
 
@@ -55,20 +55,28 @@ def as_is_footers(files: Sequence[SourceFile], target: pa.Schema, table: Table) 
     return footers
 
 
-def verify_pages(files: Sequence[SourceFile]) -> None:
-    """Decode every page (two files at a time). Raises ``BadFile``."""
+def scan_files(files: Sequence[SourceFile], verify_files: bool) -> list[dict[str, int]]:
+    """The NaN count of each top-level float column of each file (footers have none); with
+    ``verify_files`` every page of every column is decoded on the way, else only the float
+    columns are read. Two files at a time. Raises ``BadFile``."""
 
-    def decode(f: SourceFile) -> None:
+    def scan(f: SourceFile) -> dict[str, int]:
+        floats = [field.name for field in f.raw_schema if pa.types.is_floating(field.type)]
+        if not floats and not verify_files:
+            return {}
+        nans = dict.fromkeys(floats, 0)
         try:
-            for _ in f.open(read_dictionary=sorted(f.dictionary)).iter_batches(batch_size=READ_BATCH_ROWS):
-                pass
+            parquet = f.open(read_dictionary=sorted(f.dictionary) if verify_files else ())
+            for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=None if verify_files else floats):
+                for name in floats:
+                    nans[name] += nan_count(batch.column(name))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
             raise_if_transient(exc, f.item.event)
             raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
+        return nans
 
-    with ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="ingester-verify") as pool:
-        for _ in pool.map(decode, files):
-            pass
+    with ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="ingester-scan") as pool:
+        return list(pool.map(scan, files))
 
 
 def name_mapped(tx: Transaction) -> None:
@@ -83,23 +91,22 @@ def add_as_is(
     footers: Sequence[IdFooter], batch_id: str, verify_files: bool,
 ) -> int:
     """Register ``files`` (with ``as_is_footers``) in ``producer`` (call ``name_mapped`` before
-    opening it): ``verify_files`` decodes every page first; the table's copies are named by
-    the batch id, so a retried commit replaces its own copies. Returns their rows."""
-    if verify_files:
-        verify_pages(files)
+    opening it): ``verify_files`` decodes every page first (``scan_files``); the table's
+    copies are named by the batch id, so a retried commit replaces its own copies. Returns
+    their rows."""
+    nans = scan_files(files, verify_files)
     base = f"{table.location().rstrip('/')}/data/ingester-{batch_id}"
 
-    def register(job: tuple[int, SourceFile, IdFooter]) -> DataFile:
-        i, f, footer = job
-        return _copy(tx.table_metadata, table.io, f, footer, f"{base}-{i:05d}.parquet")
+    def register(i: int) -> DataFile:
+        return _copy(tx.table_metadata, table.io, files[i], footers[i], nans[i], f"{base}-{i:05d}.parquet")
 
     with ThreadPoolExecutor(min(COPY_THREADS, len(files)) or 1, thread_name_prefix="ingester-copy") as pool:
-        for data_file in pool.map(register, [(i, f, footers[i]) for i, f in enumerate(files)]):
+        for data_file in pool.map(register, range(len(files))):
             producer.append_data_file(data_file)
     return sum(f.rows for f in files)
 
 
-def _copy(metadata: TableMetadata, io: FileIO, f: SourceFile, footer: IdFooter, dest: str) -> DataFile:
+def _copy(metadata: TableMetadata, io: FileIO, f: SourceFile, footer: IdFooter, nans: dict[str, int], dest: str) -> DataFile:
     """The table's copy of ``f`` at ``dest``, with ``footer``; its ``DataFile``."""
     assert f.footer is not None and f.metadata is not None  # as_is_footers checked it
     try:
@@ -108,7 +115,8 @@ def _copy(metadata: TableMetadata, io: FileIO, f: SourceFile, footer: IdFooter, 
     except (ValueError, OSError) as exc:
         raise_if_transient(exc, f.item.event)
         raise BadFile(f, f"{f.describe()}: cannot copy: {exc}") from None
-    return as_is_data_file(metadata, dest, size, f.metadata, footer.leaf_ids)
+    nan_counts = {footer.leaf_ids[name]: n for name, n in nans.items()}
+    return as_is_data_file(metadata, dest, size, f.metadata, footer.leaf_ids, nan_counts)
 
 
 def _create(io: FileIO, location: str) -> AbstractContextManager[BinaryIO]:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.io.pyarrow import _dataframe_to_data_files, compute_statistics_plan, data_file_statistics_from_parquet_metadata
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
@@ -21,20 +22,27 @@ SnapshotProducer = _SnapshotProducer
 """Any of pyiceberg's snapshot producers (fast append, overwrite, ours in ``producers``)."""
 
 
+def nan_count(column: pa.Array | pa.ChunkedArray) -> int:
+    """NaN values of a float column (a parquet footer counts none; Iceberg keeps them per file)."""
+    return int(pc.sum(pc.is_nan(column)).as_py() or 0)
+
+
 def as_is_data_file(
-    metadata: TableMetadata, path: str, size: int, parquet: pq.FileMetaData, leaf_ids: Mapping[str, int]
+    metadata: TableMetadata, path: str, size: int, parquet: pq.FileMetaData, leaf_ids: Mapping[str, int],
+    nan_counts: Mapping[int, int],
 ) -> DataFile:
     """The ``DataFile`` of a parquet file registered as-is, with its column metrics (value,
     null counts and bounds per leaf column, by ``leaf_ids``: the column's ``path_in_schema``
     -> field id) from its footer ``parquet``: nothing is read again. The metrics plan is the
     one pyiceberg's writer uses for its own files (on the sanitized schema: a top-level column
-    named ``a.b`` gets bounds, not only counts)."""
+    named ``a.b`` gets bounds, not only counts); ``nan_counts`` by field id, counted by the caller."""
     schema = metadata.schema()
     stats = data_file_statistics_from_parquet_metadata(
         parquet_metadata=parquet,
         stats_columns=compute_statistics_plan(sanitize_column_names(schema), metadata.properties),
         parquet_column_mapping=dict(leaf_ids),
     )
+    metrics = {**stats.to_serialized_dict(), "nan_value_counts": dict(nan_counts)}
     return DataFile.from_args(
         content=DataFileContent.DATA,
         file_path=path,
@@ -45,7 +53,7 @@ def as_is_data_file(
         spec_id=metadata.default_spec_id,
         equality_ids=None,
         key_metadata=None,
-        **stats.to_serialized_dict(),
+        **metrics,
     )
 
 

@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -31,7 +31,9 @@ from pyiceberg.schema import Schema, sanitize_column_names
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Properties, Record
+from pyiceberg.types import DoubleType, FloatType
 
+from ingester.iceberg_layer.datafiles import nan_count
 from ingester.iceberg_layer.dictionaries import SAMPLE_ROWS, dictionary_worthy, unified, without_dictionaries
 
 ROW_GROUP_ROWS = 128 * 1024
@@ -80,6 +82,8 @@ class _OpenFile:
     output: Any
     writer: FileFormatWriter
     nbytes: int = 0
+    nans: dict[int, int] = field(default_factory=dict)
+    """NaN values per float column (field id): the footer's statistics have none."""
 
 
 class StreamingDataFiles:
@@ -101,6 +105,7 @@ class StreamingDataFiles:
         self._file_schema: Schema = sanitized if sanitized != table_schema else table_schema
         self._format = FileFormatFactory.get(FileFormat.PARQUET)
         self._locations = load_location_provider(table_location=metadata.location, table_properties=metadata.properties)
+        self._floats = {f.name: f.field_id for f in table_schema.fields if isinstance(f.field_type, (FloatType, DoubleType))}
         self._task_schema: Schema | None = None
         self._dictionary_columns: list[str] | None = None
         self.rows = 0
@@ -154,6 +159,8 @@ class StreamingDataFiles:
                     current = self._open()
                 current.writer.write(self._with_field_ids(group))
                 current.nbytes += group.nbytes
+                for name, field_id in self._floats.items():
+                    current.nans[field_id] = current.nans.get(field_id, 0) + nan_count(group.column(name))
                 if current.nbytes >= self._write_chunk_bytes:
                     files.append(self._close(current))
                     current = None
@@ -194,5 +201,5 @@ class StreamingDataFiles:
             spec_id=self._metadata.default_spec_id,
             equality_ids=None,
             key_metadata=None,
-            **stats.to_serialized_dict(),
+            **{**stats.to_serialized_dict(), "nan_value_counts": f.nans},
         )

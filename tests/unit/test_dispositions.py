@@ -233,3 +233,17 @@ def test_a_registered_column_named_with_a_dot_gets_bounds_not_only_counts(catalo
     field = table.schema().find_field("a.b", case_sensitive=True)
     assert from_bytes(LongType(), task.file.lower_bounds[field.field_id]) == 3
     assert from_bytes(LongType(), task.file.upper_bounds[field.field_id]) == 9
+
+
+@pytest.mark.parametrize("options", [WriteOptions(), WriteOptions(verify_files=False), WriteOptions(zero_copy=False)],
+                         ids=["as-is, verified", "as-is, trusted", "rewritten"])
+def test_float_columns_carry_nan_counts(catalog: Catalog, tmp_path: Path, options: WriteOptions) -> None:
+    schema = pa.schema([("id", pa.int64()), ("f", pa.float64()), ("g", pa.float32())])
+    table = catalog.create_table(("ns", "f"), to_iceberg(schema))
+    path = write_parquet(tmp_path / "in", pa.table({"id": [1, 2, 3], "f": [1.0, float("nan"), float("nan")],
+                                                    "g": pa.array([0.5, None, 2.0], pa.float32())}, schema))
+    assert commit(table, append, [source(path)], options=options)[1] == options.zero_copy
+    table.refresh()
+    (task,) = table.scan().plan_files()
+    ids = {f.name: f.field_id for f in table.schema().fields}
+    assert task.file.nan_value_counts == {ids["f"]: 2, ids["g"]: 0}
