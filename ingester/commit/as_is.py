@@ -112,8 +112,7 @@ def _copy(metadata: TableMetadata, io: FileIO, f: SourceFile, footer: IdFooter, 
     try:
         with f.open_raw() as source, _create(io, dest) as out:
             size = write_with_footer(source, f.footer, footer, out)
-    except (ValueError, OSError) as exc:
-        raise_if_transient(exc, f.item.event)
+    except ValueError as exc:  # the file changed since its footer was read; writing errors are not the file's
         raise BadFile(f, f"{f.describe()}: cannot copy: {exc}") from None
     nan_counts = {footer.leaf_ids[name]: n for name, n in nans.items()}
     return as_is_data_file(metadata, dest, size, f.metadata, footer.leaf_ids, nan_counts)
