@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -145,23 +145,33 @@ def _grown(have: pa.DataType, new: pa.DataType, path: str, source: str, strict: 
     return None  # the safe cast on write checks every value
 
 
-def evolution(table_schema: Schema, incoming: pa.Schema, source: str, strict: bool) -> pa.Schema | None:
-    """The columns to add or change so ``incoming`` fits, each with its grown type (the
-    table's type plus new nested fields and promotions, nothing else); None when nothing
-    changes. Nothing is dropped silently: raises ``SchemaConflict`` naming the column path
-    of a value that can neither be evolved into the table nor cast losslessly (strict) /
-    safely (non-strict) on write.
+def evolution(
+    table: pa.Schema, incoming: pa.Schema, source: str, strict: bool, null_columns: Collection[str] = ()
+) -> pa.Schema | None:
+    """The columns to add or change in ``table`` (a table's arrow schema) so ``incoming``
+    fits, each with its grown type (the table's type plus new nested fields and promotions,
+    nothing else); None when nothing changes. ``null_columns`` hold no value, so they fit
+    any existing column. Nothing is dropped silently: raises ``SchemaConflict`` naming the
+    column path of a value that can neither be evolved into the table nor cast losslessly
+    (strict) / safely (non-strict) on write.
     """
-    table_arrow = table_arrow_schema(table_schema)
     changes: list[pa.Field] = []
     for field in incoming:
-        if field.name not in table_arrow.names:
+        if field.name not in table.names:
             changes.append(field)
             continue
-        grown = _grown(table_arrow.field(field.name).type, field.type, field.name, source, strict)
+        if field.name in null_columns:
+            continue
+        grown = _grown(table.field(field.name).type, field.type, field.name, source, strict)
         if grown is not None:
             changes.append(field.with_type(grown))
     return pa.schema(changes) if changes else None
+
+
+def evolved(table: pa.Schema, change: pa.Schema) -> pa.Schema:
+    """``table`` with the columns of ``change`` (an ``evolution``) replaced or added."""
+    fields = [change.field(f.name) if f.name in change.names else f for f in table]
+    return pa.schema(fields + [f for f in change if f.name not in table.names])
 
 
 def _unfit(src: pa.DataType, dst: pa.DataType, path: str, strict: bool) -> tuple[str, str] | None:
@@ -236,6 +246,9 @@ def cast_to(table: pa.Table, target: pa.Schema, source: str, strict: bool) -> pa
         col = table.column(field.name)
         if col.type.equals(field.type):
             arrays.append(col)
+            continue
+        if col.null_count == len(col):  # no value to lose, whatever the type
+            arrays.append(pa.nulls(len(col), field.type))
             continue
         if problem := _unfit(_normalize_type(col.type), _normalize_type(field.type), field.name, strict):
             raise SchemaConflict(source, *problem)

@@ -36,7 +36,7 @@ from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.dictionaries import dictionary_encoded
 from ingester.partitioning import spec_for
 from ingester.retry import RetryPolicy
-from ingester.schema import evolution, normalize_schema, table_arrow_schema, to_iceberg
+from ingester.schema import evolution, evolved, normalize_schema, table_arrow_schema, to_iceberg
 from ingester.sources.base import Position
 from ingester.storage import FileReader
 
@@ -275,22 +275,25 @@ class SnapshotCommitter:
             return self.catalog.load_table(ident)
 
     def _evolve(self, table: Table, files: list[SourceFile], rejected: list[Rejected]) -> list[SourceFile]:
-        """Add new columns / promote types for all files in one schema update."""
-        kept, changes = [], []
+        """Add new columns and nested fields / promote types for all files in one schema update.
+        Each file is checked against the schema the files before it grew, so two files that
+        disagree on a new column's type never both pass (the later one is rejected)."""
+        before = table_arrow_schema(table.schema())
+        planned, kept = before, []
         for f in files:
             try:
-                change = evolution(table.schema(), f.schema, f.describe(), self.options.strict_casting)
+                change = evolution(planned, f.schema, f.describe(), self.options.strict_casting, f.null_columns)
             except TerminalError as exc:
                 rejected.append(Rejected(f.item.event, f.item.position, str(exc)))
                 continue
             kept.append(f)
             if change is not None:
-                changes.append(change)
-        if changes:
-            merged = pa.unify_schemas(changes, promote_options="permissive")
+                planned = evolved(planned, change)
+        changed = pa.schema([f for f in planned if f.name not in before.names or not f.equals(before.field(f.name))])
+        if changed:
             with table.update_schema() as update:
-                update.union_by_name(merged)
-            log.info("evolved schema of %s: %s", table.name(), ", ".join(merged.names))
+                update.union_by_name(changed)
+            log.info("evolved schema of %s: %s", table.name(), ", ".join(changed.names))
         return kept
 
     def _properties(self, batch: Batch, files: list[SourceFile], state: mk.TableMarkers) -> dict[str, str]:

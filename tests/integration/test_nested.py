@@ -95,6 +95,7 @@ def test_daemon_evolves_nested_fields_in_append_and_merge_and_dead_letters_what_
     e.publish(e.file(pa.table({  # a merge evolves too: row 1 replaced, with a field new to the table
         "id": pa.array([1], pa.int64()),
         "st": pa.array([{"a": 5, "c": True}], struct(a=pa.int32(), c=pa.bool_())),
+        "items": pa.array([[{"sku": "w"}]], pa.list_(struct(sku=pa.string()))),
         "attrs": pa.array([[("k", {"x": 0.5, "z": "zz"})]], pa.map_(pa.string(), struct(x=pa.float32(), z=pa.string()))),
     })), "n", write_disposition="merge", primary_key=["id"])
     stats = e.run()
@@ -109,7 +110,8 @@ def test_daemon_evolves_nested_fields_in_append_and_merge_and_dead_letters_what_
     assert [str(schema.find_field(p).field_type) for p in ("st.a", "items.element.q", "items.element.price", "attrs.value.x")] == [
         "long", "long", "decimal(12, 2)", "double"]
     expected = [
-        {"id": 1, "st": {"a": 5, "b": None, "c": True}, "items": None, "attrs": {"k": {"x": 0.5, "y": None, "z": "zz"}}},
+        {"id": 1, "st": {"a": 5, "b": None, "c": True}, "items": [{"sku": "w", "q": None, "price": None}],
+         "attrs": {"k": {"x": 0.5, "y": None, "z": "zz"}}},
         {"id": 2, "st": {"a": 2**40, "b": "B", "c": None}, "items": [{"sku": "y", "q": 2**33, "price": Decimal("9.99")}],
          "attrs": {"j": {"x": 2.5, "y": 7, "z": None}}},
     ]

@@ -7,7 +7,7 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
 from ingester.errors import SchemaConflict
-from ingester.schema import cast_to, evolution, normalize_schema, table_arrow_schema, to_iceberg
+from ingester.schema import cast_to, evolution, evolved, normalize_schema, table_arrow_schema, to_iceberg
 
 
 def test_normalize_makes_iceberg_friendly_optional_types() -> None:
@@ -24,13 +24,20 @@ def test_normalize_makes_iceberg_friendly_optional_types() -> None:
 
 
 def test_evolution_adds_columns_promotes_and_refuses_conflicts() -> None:
-    table = to_iceberg(pa.schema([("id", pa.int32()), ("v", pa.float32()), ("s", pa.string())]))
+    table = table_arrow_schema(to_iceberg(pa.schema([("id", pa.int32()), ("v", pa.float32()), ("s", pa.string())])))
     assert evolution(table, pa.schema([("id", pa.int32())]), "f", strict=True) is None
     change = evolution(table, pa.schema([("id", pa.int64()), ("new", pa.string())]), "f", strict=True)
     assert change is not None and change.names == ["id", "new"]
     with pytest.raises(SchemaConflict, match="column 's'"):
         evolution(table, pa.schema([("s", pa.int64())]), "f", strict=True)
     assert evolution(table, pa.schema([("s", pa.int64())]), "f", strict=False) is None
+    assert evolution(table, pa.schema([("s", pa.int64())]), "f", strict=True, null_columns={"s"}) is None  # no value
+
+
+def test_evolved_replaces_and_adds_columns_in_place() -> None:
+    table = pa.schema([("id", pa.int32()), ("st", st(("a", pa.int32())))])
+    change = pa.schema([("st", st(("a", pa.int32()), ("b", pa.string()))), ("new", pa.bool_())])
+    assert evolved(table, change) == pa.schema([("id", pa.int32()), *change])
 
 
 def test_cast_fills_missing_columns_and_names_the_bad_column() -> None:
@@ -44,6 +51,8 @@ def test_cast_fills_missing_columns_and_names_the_bad_column() -> None:
         cast_to(pa.table({"id": ["seven"]}), target, "f", strict=False)
     with pytest.raises(SchemaConflict, match="column 'extra'"):
         cast_to(pa.table({"id": [1], "extra": [1]}), target, "f", strict=False)
+    nulls = cast_to(pa.table({"id": pa.nulls(2, pa.string())}), target, "f", strict=True)  # no value to lose
+    assert nulls.column("id").type == pa.int64() and nulls.column("id").null_count == 2
 
 
 def st(*fields: tuple[str, pa.DataType]) -> pa.StructType:
@@ -59,7 +68,7 @@ NESTED = pa.schema([
 
 @pytest.mark.parametrize("strict", [True, False])
 def test_evolution_grows_nested_types_keeping_the_rest_of_the_table_type(strict: bool) -> None:
-    table = to_iceberg(NESTED)
+    table = table_arrow_schema(to_iceberg(NESTED))
     incoming = normalize_schema(pa.schema([
         ("st", st(("a", pa.int16()), ("b", pa.string()))),  # new field; a narrower than the table
         ("items", pa.list_(st(("q", pa.int64()), ("price", pa.decimal128(18, 2)), ("tax", pa.float64())))),
@@ -85,7 +94,7 @@ def test_evolution_grows_nested_types_keeping_the_rest_of_the_table_type(strict:
     (pa.schema([("items", pa.list_(st(("sku", st(("id", pa.int64()))))))]), "items.element.sku", False),
 ])
 def test_evolution_names_the_column_path_a_value_cannot_fit(incoming: pa.Schema, path: str, strict_only: bool) -> None:
-    table = to_iceberg(NESTED)
+    table = table_arrow_schema(to_iceberg(NESTED))
     with pytest.raises(SchemaConflict, match=f"column '{path}'"):
         evolution(table, normalize_schema(incoming), "f", strict=True)
     if strict_only:  # non-strict: the safe cast on write checks each value instead
@@ -96,7 +105,7 @@ def test_evolution_names_the_column_path_a_value_cannot_fit(incoming: pa.Schema,
 
 
 def test_map_keys_never_evolve() -> None:
-    table = to_iceberg(pa.schema([("m", pa.map_(pa.int32(), pa.string()))]))
+    table = table_arrow_schema(to_iceberg(pa.schema([("m", pa.map_(pa.int32(), pa.string()))])))
     wider_keys = pa.schema([("m", pa.map_(pa.int64(), pa.string()))])
     for strict in (True, False):
         with pytest.raises(SchemaConflict, match="column 'm.key': map keys int64 cannot change"):
@@ -108,7 +117,7 @@ def test_evolution_applied_by_pyiceberg_keeps_field_ids_and_adds_nested_fields(t
     catalog.create_namespace("ns")
     table = catalog.create_table(("ns", "t"), schema=to_iceberg(NESTED))
     before = {name: table.schema().find_field(name).field_id for name in ("st.a", "items.element.q", "attrs.value.x")}
-    change = evolution(table.schema(), normalize_schema(pa.schema([
+    change = evolution(table_arrow_schema(table.schema()), normalize_schema(pa.schema([
         ("st", st(("b", pa.string()))),
         ("items", pa.list_(st(("q", pa.int64()), ("tax", pa.float64())))),
         ("attrs", pa.map_(pa.string(), st(("y", pa.int32())))),
