@@ -4,8 +4,9 @@
 aside as rejected, never failing the batch); ``apply`` refreshes the table, drops what the
 markers say is already committed and the files without rows, evolves the schema and makes
 the single commit, streaming the data in bounded chunks. A batch without rows commits
-nothing, except a replace (its load still empties the table) and a merge with keys to delete. ``apply`` is safe to call again after any failure: it re-reads
-the markers first and re-reads the (replayable) files. Both block: run them in threads.
+nothing, except a replace (its load still empties the table) and a merge with keys to
+delete. ``apply`` is safe to call again after any failure: it re-reads the markers first and
+re-reads the (replayable) files. Both block: run them in threads.
 ``commit_with_retries`` is the one async path that does both under a retry policy (the
 engine's workers and the dlt destination use it).
 """
@@ -96,11 +97,14 @@ def _commits_without_rows(
     batch: Batch, new: Sequence[SourceFile], state: mk.TableMarkers, extra_delete_keys: pa.Table | None
 ) -> bool:
     """A snapshot is due even with no row to write: a merge with extra keys still deletes, and
-    a replace load whose new files are all empty still empties the table (once per load)."""
+    a replace load whose new files are all empty still empties the table (once per load). Not
+    when every file is committed already: its snapshot did that (a resumed load)."""
+    if not new:
+        return False
     if extra_delete_keys is not None and extra_delete_keys.num_rows:
         return True
     load_id = batch.items[0].event.load_id
-    return (batch.disposition is WriteDisposition.REPLACE and bool(new) and not any(f.rows for f in new)
+    return (batch.disposition is WriteDisposition.REPLACE and not any(f.rows for f in new)
             and load_id not in state.replace_load_ids)
 
 

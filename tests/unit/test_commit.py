@@ -230,3 +230,20 @@ def test_files_of_one_batch_evolve_in_turn_and_a_later_one_that_disagrees_is_rej
     assert rows == [{"id": 1, "st": {"a": 1, "b": None}}, {"id": 2, "st": {"a": 2, "b": "B"}}, {"id": 4, "st": None}]
     assert duckdb_rows(table, "SELECT id, items FROM t WHERE id < 4 ORDER BY id") == [
         (1, [{"sku": "x", "n": None}]), (2, [{"sku": "y", "n": 2}])]
+
+
+def test_a_resumed_merge_with_extra_delete_keys_deletes_once(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    merge = {"write_disposition": WriteDisposition.MERGE, "merge_key": ("root",)}
+    committer.commit(one(write_parquet(tmp_path / "in", {"root": ["r1", "r2"], "v": ["old", "old"]}), "x", 1))
+    parents = pa.table({"root": ["r1", "r2"]})
+    children = one(write_parquet(tmp_path / "in", {"root": ["r1"], "v": ["new"]}), "x", 2, **merge)
+    assert committer.commit(children, parents).rows == 1
+    again = committer.commit(children, parents)  # the dlt job resumed after its commit
+    assert (again.snapshot_id, again.duplicates) == (None, 1)
+    table = committer.catalog.load_table(("ns", "x"))
+    assert table.scan().to_arrow().to_pylist() == [{"root": "r1", "v": "new"}]
+    # a load whose nested file is empty still deletes the children of its parents, once
+    empty = one(write_parquet(tmp_path / "in", {"root": pa.array([], pa.string()), "v": pa.array([], pa.string())}), "x", 3, **merge)
+    assert committer.commit(empty, parents).snapshot_id is not None
+    assert table.refresh().scan().to_arrow().num_rows == 0
+    assert committer.commit(empty, parents).snapshot_id is None
