@@ -6,12 +6,15 @@ The queue carries a JSON envelope (version 1)::
      "location": "s3://bucket/load/orders.0.parquet",    # or "data": "<base64 parquet>"
      "rows": 1000, "bytes": 52311, "load_id": "1732540000.12", "event_id": "c0ffee...",
      "write_disposition": "append" | "replace" | "merge",
-     "primary_key": ["id"], "merge_key": [],
+     "primary_key": ["id"], "merge_key": [], "keys_only": false,
      "columns": {"id": {"data_type": "bigint", "nullable": false, "primary_key": true}}}
 
 Only ``table`` and one of ``location`` / ``data`` are required. ``event_id`` makes
 re-publishing the same file idempotent. ``columns`` are dlt column hints (``data_type``,
 ``nullable``, ``partition``, ``x-partition-transform``, ``hard_delete``, ...).
+``keys_only`` (merge only): the file lists merge-key values; the table's rows with those
+keys are deleted and the file's rows are not inserted (the dlt queue destination sends the
+parents of a load this way to each nested table, ahead of the load's nested rows).
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class FileEvent:
     primary_key: tuple[str, ...] = ()
     merge_key: tuple[str, ...] = ()
     columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    keys_only: bool = False
+    """Merge only: delete the rows whose keys the file lists; insert none of its rows."""
 
     def describe(self) -> str:
         """Short human name for errors and logs (never the inline payload)."""
@@ -82,6 +87,7 @@ class _Envelope(BaseModel):
     write_disposition: WriteDisposition = WriteDisposition.APPEND
     primary_key: list[str] = Field(default_factory=list, max_length=64)
     merge_key: list[str] = Field(default_factory=list, max_length=64)
+    keys_only: bool = False
     columns: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=10_000)
 
     @field_validator("v")
@@ -118,6 +124,8 @@ def decode_event(raw: bytes) -> FileEvent:
             raise InvalidEvent(f"field 'data': not base64: {exc}") from None
     if env.write_disposition is WriteDisposition.MERGE and not (env.primary_key or env.merge_key):
         raise InvalidEvent("field 'primary_key': merge needs a primary_key or merge_key")
+    if env.keys_only and env.write_disposition is not WriteDisposition.MERGE:
+        raise InvalidEvent("field 'keys_only': only a merge deletes by keys")
     return FileEvent(
         table=env.table,
         namespace=env.namespace,
@@ -131,6 +139,7 @@ def decode_event(raw: bytes) -> FileEvent:
         primary_key=tuple(env.primary_key),
         merge_key=tuple(env.merge_key),
         columns=env.columns,
+        keys_only=env.keys_only,
     )
 
 
@@ -152,4 +161,6 @@ def encode_event(event: FileEvent) -> bytes:
     body.update({k: v for k, v in optional.items() if v is not None})
     if event.write_disposition is not WriteDisposition.APPEND:
         body["write_disposition"] = event.write_disposition.value
+    if event.keys_only:
+        body["keys_only"] = True
     return json.dumps(body, separators=(",", ":"), default=str).encode()

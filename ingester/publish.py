@@ -9,9 +9,8 @@ it once.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ def file_event(
     merge_key: Sequence[str] = (),
     columns: dict[str, dict[str, Any]] | None = None,
     namespace: str | None = None,
+    keys_only: bool = False,
 ) -> FileEvent:
     """Event for a local parquet file (location set by ``Stager`` before publishing)."""
     size = path.stat().st_size
@@ -79,17 +79,24 @@ def file_event(
         primary_key=tuple(primary_key),
         merge_key=tuple(merge_key),
         columns=columns or {},
+        keys_only=keys_only,
     )
 
 
 def publish(events: Iterable[FileEvent], stager: Stager, queue: EventQueue) -> int:
-    """Stage each event's file and publish the events (keyed by table). Returns the count."""
+    """Stage each event's file and publish the events (keyed by table: one table's events stay
+    in order). Keys-only events are delivered first, in a send of their own: no file reaches
+    the queue before the keys that delete what it replaces. Returns the count."""
     staged = []
     for ev in events:
         assert ev.location is not None
         rel = f"{ev.load_id or 'files'}/{ev.table}/{Path(ev.location).name}"
         staged.append(replace(ev, location=stager.stage(Path(ev.location), rel)))
-    return queue.put_many([encode_event(e) for e in staged], [e.table.encode() for e in staged])
+    count = 0
+    for part in ([e for e in staged if e.keys_only], [e for e in staged if not e.keys_only]):
+        if part:
+            count += queue.put_many([encode_event(e) for e in part], [e.table.encode() for e in part])
+    return count
 
 
 def table_hints(table: dict[str, Any]) -> dict[str, Any]:
@@ -105,19 +112,3 @@ def table_hints(table: dict[str, Any]) -> dict[str, Any]:
         else:
             disposition = WriteDisposition.APPEND
     return {"write_disposition": disposition, "primary_key": pk, "merge_key": mk, "columns": columns}
-
-
-def load_package_events(package: Path, namespace: str | None = None) -> Iterator[FileEvent]:
-    """Events for a dlt load package folder (``<load_id>/`` with ``schema.json`` and jobs).
-
-    dlt's own tables (``_dlt_*``) are skipped.
-    """
-    schema = json.loads((package / "schema.json").read_text())
-    tables = schema.get("tables", {})
-    load_id = package.name
-    for sub in ("new_jobs", "started_jobs", "completed_jobs"):
-        for path in sorted((package / sub).glob("*.parquet")):
-            table = path.name.split(".")[0]
-            if table.startswith("_dlt") or table not in tables:
-                continue
-            yield file_event(path, table, load_id=load_id, namespace=namespace, **table_hints(tables[table]))

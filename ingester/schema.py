@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.exceptions import ResolveError
 from pyiceberg.io.pyarrow import schema_to_pyarrow
-from pyiceberg.schema import Schema, promote
+from pyiceberg.schema import Schema
 
 from ingester.errors import SchemaConflict
 from ingester.iceberg_layer.schemas import arrow_to_iceberg
@@ -77,7 +76,7 @@ def table_arrow_schema(schema: Schema) -> pa.Schema:
 
 
 def _lossless(src: pa.DataType, dst: pa.DataType) -> bool:
-    """Casts that can never lose information (strict mode allows only these)."""
+    """Casts of primitive values that can never lose information (strict mode allows only these)."""
     if src.equals(dst) or pa.types.is_null(src):
         return True
     if pa.types.is_integer(src) and pa.types.is_integer(dst):
@@ -93,38 +92,151 @@ def _lossless(src: pa.DataType, dst: pa.DataType) -> bool:
     return False
 
 
-def evolution(table_schema: Schema, incoming: pa.Schema, source: str, strict: bool) -> pa.Schema | None:
-    """Columns to add or promote so ``incoming`` fits; None when nothing changes.
+def _promotable(have: pa.DataType, new: pa.DataType) -> bool:
+    """Iceberg's type promotions, the only changes of a column's type: int -> long,
+    float -> double, decimal(P, S) -> decimal(P', S) with P' > P."""
+    if pa.types.is_int32(have):
+        return pa.types.is_int64(new)
+    if pa.types.is_float32(have):
+        return pa.types.is_float64(new)
+    if pa.types.is_decimal(have) and pa.types.is_decimal(new):
+        return new.scale == have.scale and have.precision < new.precision <= 38
+    return False
 
-    Raises ``SchemaConflict`` for a column whose type can neither be promoted in the table
-    nor cast losslessly (strict) / safely (non-strict) on write.
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _is_nested(t: pa.DataType) -> bool:
+    return pa.types.is_struct(t) or _is_list(t) or pa.types.is_map(t)
+
+
+def _grown(have: pa.DataType, new: pa.DataType, path: str, source: str, strict: bool) -> pa.DataType | None:
+    """The table's type ``have`` grown so values of ``new`` fit (struct fields added, also
+    inside lists and map values; types promoted at any depth); None when ``have`` holds them
+    already. Raises ``SchemaConflict`` naming the column path (``st.b``,
+    ``items.element.price``, ``attrs.value.x``) of a value the table cannot hold."""
+    if pa.types.is_struct(have) and pa.types.is_struct(new):
+        fields, changed = [], False
+        for f in have:
+            i = new.get_field_index(f.name)
+            grown = _grown(f.type, new.field(i).type, f"{path}.{f.name}", source, strict) if i >= 0 else None
+            fields.append(f if grown is None else f.with_type(grown))
+            changed = changed or grown is not None
+        added = [f for f in new if have.get_field_index(f.name) < 0]
+        return pa.struct(fields + added) if changed or added else None
+    if _is_list(have) and _is_list(new):
+        grown = _grown(have.value_type, new.value_type, f"{path}.element", source, strict)
+        return None if grown is None else pa.list_(have.value_field.with_type(grown))
+    if pa.types.is_map(have) and pa.types.is_map(new):
+        if _grown(have.key_type, new.key_type, f"{path}.key", source, strict) is not None:
+            raise SchemaConflict(source, f"{path}.key", f"map keys {new.key_type} cannot change the table's {have.key_type}")
+        grown = _grown(have.item_type, new.item_type, f"{path}.value", source, strict)
+        return None if grown is None else pa.map_(have.key_field, have.item_field.with_type(grown))
+    if _is_nested(have) or _is_nested(new):
+        raise SchemaConflict(source, path, f"{new} does not fit table type {have}")
+    if _lossless(new, have):
+        return None
+    if _promotable(have, new):
+        return new
+    if strict:
+        raise SchemaConflict(source, path, f"{new} does not fit table type {have} without loss (strict casting)")
+    return None  # the safe cast on write checks every value
+
+
+def evolution(
+    table: pa.Schema, incoming: pa.Schema, source: str, strict: bool, null_columns: Collection[str] = ()
+) -> pa.Schema | None:
+    """The columns to add or change in ``table`` (a table's arrow schema) so ``incoming``
+    fits, each with its grown type (the table's type plus new nested fields and promotions,
+    nothing else); None when nothing changes. ``null_columns`` hold no value, so they fit
+    any existing column. Nothing is dropped silently: raises ``SchemaConflict`` naming the
+    column path of a value that can neither be evolved into the table nor cast losslessly
+    (strict) / safely (non-strict) on write.
     """
-    table_arrow = table_arrow_schema(table_schema)
-    incoming_ice = to_iceberg(incoming)
     changes: list[pa.Field] = []
     for field in incoming:
-        if field.name not in table_arrow.names:
+        if field.name not in table.names:
             changes.append(field)
             continue
-        target = table_arrow.field(field.name).type
-        if field.type.equals(target) or _lossless(field.type, target):
+        if field.name in null_columns:
             continue
-        current = table_schema.find_field(field.name).field_type
-        try:
-            promoted = promote(current, incoming_ice.find_field(field.name).field_type)
-        except ResolveError:
-            promoted = None
-        if promoted is not None and promoted != current:
-            changes.append(field)
-        elif strict:
-            raise SchemaConflict(source, field.name, f"{field.type} does not fit table type {target} without loss (strict casting)")
+        grown = _grown(table.field(field.name).type, field.type, field.name, source, strict)
+        if grown is not None:
+            changes.append(field.with_type(grown))
     return pa.schema(changes) if changes else None
 
 
-def cast_to(table: pa.Table, target: pa.Schema, source: str, strict: bool) -> pa.Table:
-    """Reorder, fill missing columns with nulls and cast ``table`` to ``target``.
+def evolved(table: pa.Schema, change: pa.Schema) -> pa.Schema:
+    """``table`` with the columns of ``change`` (an ``evolution``) replaced or added."""
+    fields = [change.field(f.name) if f.name in change.names else f for f in table]
+    return pa.schema(fields + [f for f in change if f.name not in table.names])
 
-    Raises ``SchemaConflict`` naming the column when a value cannot be converted.
+
+def _unfit(src: pa.DataType, dst: pa.DataType, path: str, strict: bool) -> tuple[str, str] | None:
+    """(column path, reason) of the first value of type ``src`` that a cast to ``dst`` would
+    drop (a nested field the table lacks), cannot convert, or (strict) may change."""
+    if pa.types.is_struct(src) and pa.types.is_struct(dst):
+        for f in src:
+            i = dst.get_field_index(f.name)
+            if i < 0:
+                return f"{path}.{f.name}", "field is not in the table schema"
+            if problem := _unfit(f.type, dst.field(i).type, f"{path}.{f.name}", strict):
+                return problem
+        return None
+    if _is_list(src) and _is_list(dst):
+        return _unfit(src.value_type, dst.value_type, f"{path}.element", strict)
+    if pa.types.is_map(src) and pa.types.is_map(dst):
+        return (_unfit(src.key_type, dst.key_type, f"{path}.key", strict)
+                or _unfit(src.item_type, dst.item_type, f"{path}.value", strict))
+    if _is_nested(src) or _is_nested(dst):
+        return path, f"cannot cast {src} to {dst}"
+    if strict and not _lossless(src, dst):
+        return path, f"{src} into {dst} may lose data (strict casting)"
+    return None
+
+
+def _failing_path(values: pa.Array, dst: pa.DataType, path: str) -> str:
+    """The path of the nested leaf whose values do not cast to ``dst`` (for the error)."""
+    t = values.type
+    children: list[tuple[pa.Array, pa.DataType, str]] = []
+    if pa.types.is_struct(t) and pa.types.is_struct(dst):
+        children = [(child, dst.field(f.name).type, f"{path}.{f.name}")
+                    for f, child in zip(t, values.flatten()) if dst.get_field_index(f.name) >= 0]
+    elif _is_list(t) and _is_list(dst):
+        children = [(values.flatten(), dst.value_type, f"{path}.element")]
+    elif pa.types.is_map(t) and pa.types.is_map(dst):
+        children = [(values.keys, dst.key_type, f"{path}.key"), (values.items, dst.item_type, f"{path}.value")]
+    for child, child_type, child_path in children:
+        try:
+            pc.cast(child, child_type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return _failing_path(child, child_type, child_path)
+    return path
+
+
+def _cast_column(col: pa.ChunkedArray, dst: pa.DataType, path: str, source: str) -> pa.ChunkedArray:
+    """``col`` safely cast to ``dst``; raises ``SchemaConflict`` naming the failing path."""
+    try:
+        return pc.cast(col, dst, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    # arrow casts the hidden child values of a sliced nested array too: retry on compact chunks
+    compact = pa.chunked_array([pa.concat_arrays([c]) for c in col.chunks], col.type)
+    try:
+        return pc.cast(compact, dst, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        where = _failing_path(compact.combine_chunks(), dst, path)
+        raise SchemaConflict(source, where, f"cannot cast {col.type} to {dst}: {exc}") from None
+
+
+def cast_to(table: pa.Table, target: pa.Schema, source: str, strict: bool) -> pa.Table:
+    """Reorder, fill missing columns (and missing nested fields) with nulls and cast
+    ``table`` to ``target``.
+
+    Raises ``SchemaConflict`` naming the column path when a value cannot be converted, or
+    would be dropped (a nested field the target lacks): nothing is lost silently.
     """
     arrays = []
     for field in target:
@@ -135,12 +247,12 @@ def cast_to(table: pa.Table, target: pa.Schema, source: str, strict: bool) -> pa
         if col.type.equals(field.type):
             arrays.append(col)
             continue
-        if strict and not _lossless(_normalize_type(col.type), field.type):
-            raise SchemaConflict(source, field.name, f"{col.type} into {field.type} may lose data (strict casting)")
-        try:
-            arrays.append(pc.cast(col, field.type, safe=True))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise SchemaConflict(source, field.name, f"cannot cast {col.type} to {field.type}: {exc}") from None
+        if col.null_count == len(col):  # no value to lose, whatever the type
+            arrays.append(pa.nulls(len(col), field.type))
+            continue
+        if problem := _unfit(_normalize_type(col.type), _normalize_type(field.type), field.name, strict):
+            raise SchemaConflict(source, *problem)
+        arrays.append(_cast_column(col, field.type, field.name, source))
     extra = set(table.column_names) - set(target.names)
     if extra:
         raise SchemaConflict(source, sorted(extra)[0], "column is not in the table schema")

@@ -196,7 +196,8 @@ def publish_cmd(
 ) -> None:
     """Stage files and put one event per file on the configured queue."""
     from ingester.events import FileEvent, WriteDisposition
-    from ingester.publish import file_event, load_package_events, publish
+    from ingester.dlt.package import load_package_events
+    from ingester.publish import file_event, publish
     from ingester.wiring import build_queue, build_stager
 
     settings = _settings()

@@ -2,9 +2,11 @@
 
 ``SnapshotCommitter.read`` opens the batch's files (footers only; per-file failures are set
 aside as rejected, never failing the batch); ``apply`` refreshes the table, drops what the
-markers say is already committed, evolves the schema and makes the single commit, streaming
-the data in bounded chunks. ``apply`` is safe to call again after any failure: it re-reads
-the markers first and re-reads the (replayable) files. Both block: run them in threads.
+markers say is already committed and the files without rows, evolves the schema and makes
+the single commit, streaming the data in bounded chunks. A batch without rows commits
+nothing, except a replace (its load still empties the table) and a merge with keys to
+delete. ``apply`` is safe to call again after any failure: it re-reads the markers first and
+re-reads the (replayable) files. Both block: run them in threads.
 ``commit_with_retries`` is the one async path that does both under a retry policy (the
 engine's workers and the dlt destination use it).
 """
@@ -35,7 +37,7 @@ from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.dictionaries import dictionary_encoded
 from ingester.partitioning import spec_for
 from ingester.retry import RetryPolicy
-from ingester.schema import evolution, normalize_schema, table_arrow_schema, to_iceberg
+from ingester.schema import evolution, evolved, normalize_schema, table_arrow_schema, to_iceberg
 from ingester.sources.base import Position
 from ingester.storage import FileReader
 
@@ -81,6 +83,29 @@ def _fail_on_conflict(table: Table) -> None:
     Local to this table object; the table's properties in the catalog are not changed."""
     props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
     table.metadata = table.metadata.model_copy(update={"properties": props})
+
+
+def _makes_table(f: SourceFile) -> bool:
+    """A file with rows can make its missing table; a keys-only one only when it carries more
+    than its keys (the dlt queue destination writes a load's parent keys with the schema of
+    its nested files); without them it has nothing to delete either."""
+    ev = f.item.event
+    return f.rows > 0 and (not ev.keys_only or bool(set(f.schema.names) - {*ev.merge_key, *ev.primary_key}))
+
+
+def _commits_without_rows(
+    batch: Batch, new: Sequence[SourceFile], state: mk.TableMarkers, extra_delete_keys: pa.Table | None
+) -> bool:
+    """A snapshot is due even with no row to write: a merge with extra keys still deletes, and
+    a replace load whose new files are all empty still empties the table (once per load). Not
+    when every file is committed already: its snapshot did that (a resumed load)."""
+    if not new:
+        return False
+    if extra_delete_keys is not None and extra_delete_keys.num_rows:
+        return True
+    load_id = batch.items[0].event.load_id
+    return (batch.disposition is WriteDisposition.REPLACE and not any(f.rows for f in new)
+            and load_id not in state.replace_load_ids)
 
 
 def _check_file(schema: pa.Schema, event: FileEvent) -> None:
@@ -167,14 +192,18 @@ class SnapshotCommitter:
                 return self._delete_only(loaded.batch, extra_delete_keys)
             return CommitResult(ref, None, rejected=tuple(rejected))
         table = self._table(ref, loaded.files)
+        if table is None:  # no file with rows to make the table from
+            return CommitResult(ref, None, rejected=tuple(rejected))
         state = self._markers.read(str(ref), table)
-        todo = self._new_files(loaded.files, state)
-        duplicates = len(loaded.files) - len(todo)
-        todo = self._evolve(table, todo, rejected)
-        while todo:
+        new = self._new_files(loaded.files, state)
+        duplicates = len(loaded.files) - len(new)
+        empty = [f for f in new if not f.rows]  # nothing to write; their markers go with the snapshot
+        todo = self._evolve(table, [f for f in new if f.rows], rejected)
+        bare = _commits_without_rows(loaded.batch, new, state, extra_delete_keys)
+        while todo or bare:
             if rejected and self.fail_on_reject:
                 raise TerminalError("; ".join(r.reason for r in rejected))
-            props = self._properties(loaded.batch, todo, state)
+            props = self._properties(loaded.batch, [*todo, *empty], state)
             target = table_arrow_schema(table.schema())
             try:
                 _fail_on_conflict(table)
@@ -225,16 +254,20 @@ class SnapshotCommitter:
             return True
         return pos is not None and self.group is not None and state.committed_offset(self.group, pos.partition) >= pos.offset
 
-    def _table(self, ref: TableRef, files: Sequence[SourceFile]) -> Table:
+    def _table(self, ref: TableRef, files: Sequence[SourceFile]) -> Table | None:
+        """The table, made from the first file that can make it when missing (None: none can)."""
         ident = (ref.namespace, ref.name)
         try:
             table = self.catalog.load_table(ident)
             return table
         except NoSuchTableError:
             pass
-        # the first file makes the table, with its partition hints (``read`` checked they fit it)
-        schema = to_iceberg(files[0].schema)
-        spec = spec_for(schema, files[0].item.event.columns, str(ref))
+        maker = next((f for f in files if _makes_table(f)), None)
+        if maker is None:
+            return None
+        # with its partition hints (``read`` checked they fit it)
+        schema = to_iceberg(maker.schema)
+        spec = spec_for(schema, maker.item.event.columns, str(ref))
         with self._lock:
             try:
                 self.catalog.create_namespace(ref.namespace)
@@ -246,22 +279,25 @@ class SnapshotCommitter:
             return self.catalog.load_table(ident)
 
     def _evolve(self, table: Table, files: list[SourceFile], rejected: list[Rejected]) -> list[SourceFile]:
-        """Add new columns / promote types for all files in one schema update."""
-        kept, changes = [], []
+        """Add new columns and nested fields / promote types for all files in one schema update.
+        Each file is checked against the schema the files before it grew, so two files that
+        disagree on a new column's type never both pass (the later one is rejected)."""
+        before = table_arrow_schema(table.schema())
+        planned, kept = before, []
         for f in files:
             try:
-                change = evolution(table.schema(), f.schema, f.describe(), self.options.strict_casting)
+                change = evolution(planned, f.schema, f.describe(), self.options.strict_casting, f.null_columns)
             except TerminalError as exc:
                 rejected.append(Rejected(f.item.event, f.item.position, str(exc)))
                 continue
             kept.append(f)
             if change is not None:
-                changes.append(change)
-        if changes:
-            merged = pa.unify_schemas(changes, promote_options="permissive")
+                planned = evolved(planned, change)
+        changed = pa.schema([f for f in planned if f.name not in before.names or not f.equals(before.field(f.name))])
+        if changed:
             with table.update_schema() as update:
-                update.union_by_name(merged)
-            log.info("evolved schema of %s: %s", table.name(), ", ".join(merged.names))
+                update.union_by_name(changed)
+            log.info("evolved schema of %s: %s", table.name(), ", ".join(changed.names))
         return kept
 
     def _properties(self, batch: Batch, files: list[SourceFile], state: mk.TableMarkers) -> dict[str, str]:

@@ -124,6 +124,12 @@ def _key_range(keys: pa.Table) -> BooleanExpression:
     return And(GreaterThanOrEqual(name, lo), LessThanOrEqual(name, hi))  # type: ignore[call-arg, misc]  # pydantic plugin misreads __init__
 
 
+def _keys_in(files: Sequence[SourceFile], target: pa.Schema, names: list[str], strict_casting: bool) -> pa.Table | None:
+    """The key values that keys-only files list (None without such files)."""
+    parts = [t for _, t in file_batches(files, target, strict_casting, columns=names)]
+    return pa.concat_tables(parts) if parts else None
+
+
 def _winners(
     files: Sequence[SourceFile], target: pa.Schema, names: list[str], hard: list[str], dedupe: bool, strict_casting: bool
 ) -> tuple[pa.Table, pa.Array, int]:
@@ -155,17 +161,21 @@ def merge_into(
     event: FileEvent, options: WriteOptions, batch_id: str, extra_keys: pa.Table | None = None,
 ) -> tuple[int, bool]:
     """Upsert by primary key (last row per key wins) or delete-insert by merge key; rows
-    flagged by a ``hard_delete`` column delete their key and are not inserted.
+    flagged by a ``hard_delete`` column delete their key and are not inserted. Keys-only
+    files (``FileEvent.keys_only``) and ``extra_keys`` only delete.
 
     Merge-on-read: replaced rows get position deletes (one small file per touched data
     file, reading only key columns); new versions are appended, as-is when every row of the
     batch is inserted and the files fit. One OVERWRITE snapshot. Returns (rows, zero-copy)."""
     names = list(event.primary_key or event.merge_key)
     hard = _hard_delete_columns(event, target)
+    deleting = [f for f in files if f.item.event.keys_only]
+    files = [f for f in files if not f.item.event.keys_only]
     keys, insert_rows, total = _winners(files, target, names, hard, bool(event.primary_key), options.strict_casting)
-    if extra_keys is not None and extra_keys.num_rows:
-        extra = extra_keys.select(names).cast(keys.schema)
-        keys = pa.concat_tables([keys, extra]).group_by(names, use_threads=False).aggregate([])
+    extra = [k for k in (extra_keys, _keys_in(deleting, target, names, options.strict_casting)) if k is not None and k.num_rows]
+    if extra:
+        more = [k.select(names).cast(keys.schema) for k in extra]
+        keys = pa.concat_tables([keys, *more]).group_by(names, use_threads=False).aggregate([])
     every_row = len(insert_rows) == total and total > 0
     footers = as_is_footers(files, target, table) if options.zero_copy and every_row else None
     if footers is not None:

@@ -45,6 +45,23 @@ class SourceFile:
     def describe(self) -> str:
         return self.item.event.describe()
 
+    @property
+    def null_columns(self) -> frozenset[str]:
+        """Top-level primitive columns without a value (every row null, by the statistics)."""
+        if self.metadata is None or not self.rows:
+            return frozenset()
+        names = {f.name for f in self.raw_schema if not pa.types.is_nested(f.type)}
+        full: dict[str, bool] = {}
+        for i in range(self.metadata.num_row_groups):
+            group = self.metadata.row_group(i)
+            for j in range(group.num_columns):
+                chunk = group.column(j)
+                if chunk.path_in_schema in names:
+                    stats = chunk.statistics
+                    nulls = stats is not None and stats.has_null_count and stats.null_count == group.num_rows
+                    full[chunk.path_in_schema] = full.get(chunk.path_in_schema, True) and nulls
+        return frozenset(name for name, all_null in full.items() if all_null)
+
 
 class BadFile(Exception):
     """A file failed while streaming (cast or decode): drop it and write the batch again."""

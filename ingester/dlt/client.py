@@ -1,8 +1,8 @@
 """The dlt job client: one snapshot per table per load through ``SnapshotCommitter``.
 
 The way dlt's filesystem/Iceberg client does it, restart-safe: every parquet job finishes at
-once without committing (``StagedFileJob``, a no-op with follow-up jobs); when all jobs of a table
-chain are done, ``create_table_chain_completed_followup_jobs`` writes one reference job per
+once without committing (``jobs.StagedFileJob``, a no-op with follow-up jobs); when all jobs of a
+table chain are done, ``create_table_chain_completed_followup_jobs`` writes one reference job per
 table listing its files (kept in the load package); that follow-up job makes the single
 commit. The commit carries one event id per file (load id + table + file name) in the
 snapshot summary, so a load resumed after a crash at any moment never commits a file twice.
@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 from dlt.common.destination import DestinationCapabilitiesContext
 from dlt.common.destination.client import (
     FollowupJobRequest,
-    HasFollowupJobs,
     JobClientBase,
     LoadJob,
     PreparedTableSchema,
@@ -50,7 +49,6 @@ from dlt.common.destination.exceptions import (
 from dlt.common.schema import Schema, TSchemaTables
 from dlt.common.schema.exceptions import TableNotFound
 from dlt.common.schema.typing import C_DLT_LOAD_ID, C_DLT_LOADS_TABLE_LOAD_ID, TTableFormat
-from dlt.common.storages import FileStorage
 from dlt.common.storages.load_package import LoadJobInfo, ParsedLoadJobFileName
 from dlt.destinations.job_impl import ReferenceFollowupJobRequest
 from dlt.destinations.sql_client import SqlClientBase, WithSqlClient
@@ -64,6 +62,8 @@ from ingester.batch import Batch, Pending, TableRef
 from ingester.commit.committer import CommitResult, LoadedBatch, SnapshotCommitter, commit_with_retries
 from ingester.commit.options import WriteOptions
 from ingester.dlt.configuration import IcebergClientConfiguration
+from ingester.dlt.jobs import StagedFileJob, table_followups
+from ingester.dlt.package import parent_row_ids
 from ingester.dlt.sql_client import IcebergSqlClient
 from ingester.errors import TerminalError
 from ingester.events import FileEvent
@@ -94,17 +94,6 @@ def iceberg_table_name(name: str) -> str:
     """The Iceberg name of dlt table ``name``: leading underscores dropped (``_dlt_loads`` ->
     ``dlt_loads``), since S3 Tables style catalogs refuse them."""
     return name.lstrip("_") or name
-
-
-class StagedFileJob(RunnableLoadJob, HasFollowupJobs):
-    """A first-level job: the file stays in the load package for its table's commit job.
-
-    Runs (doing nothing) in dlt's pool instead of finishing at creation, so dlt's loader is
-    woken when it completes and schedules the commit job at once (a job finalized at creation
-    leaves the loader asleep for its 1 s poll)."""
-
-    def run(self) -> None:
-        return None
 
 
 class IcebergCommitJob(RunnableLoadJob):
@@ -188,10 +177,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         root = self._root(str(table["parent"]))
         if self.schema.tables[root].get("write_disposition") != "merge":
             return None
-        dlt_id = self._column("_dlt_id")
-        ids = [pq.read_table(p, columns=[dlt_id]).column(0) for p in sorted(package.glob(f"*/{root}.*.parquet"))]
-        values = pa.chunked_array([c for col in ids for c in col.chunks], pa.string()) if ids else pa.chunked_array([], pa.string())
-        return pa.table({merge_key[0]: values})
+        return pa.table({merge_key[0]: parent_row_ids(package, root, self._column("_dlt_id"))})
 
     def _delete_batch(self, name: str, hints: dict[str, Any]) -> Batch:
         """A batch without files that still names the table's merge key (delete-only merge);
@@ -409,20 +395,9 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
     def create_table_chain_completed_followup_jobs(
         self, table_chain: Sequence[PreparedTableSchema], completed_table_chain_jobs: Sequence[LoadJobInfo] | None = None
     ) -> list[FollowupJobRequest]:
-        """One reference job per table of the chain that has files in this load."""
+        """One commit job per table of the chain (``jobs.table_followups``)."""
         jobs = super().create_table_chain_completed_followup_jobs(table_chain, completed_table_chain_jobs)
-        for table in table_chain:
-            paths = [
-                job.file_path
-                for job in completed_table_chain_jobs or ()
-                if job.job_file_info.table_name == table["name"] and job.job_file_info.file_format == "parquet"
-            ]
-            if paths:
-                jobs.append(ReferenceFollowupJobRequest(FileStorage.get_file_name_from_file_path(paths[0]), paths))
-            elif table.get("parent") and table_chain[0].get("write_disposition") == "merge":
-                # a nested table without rows in this load still loses the children of updated parents
-                jobs.append(ReferenceFollowupJobRequest(f"{table['name']}.{uuid.uuid4().hex[:10]}.0.parquet", []))
-        return jobs
+        return [*jobs, *table_followups(table_chain, completed_table_chain_jobs)]
 
     def complete_load(self, load_id: str) -> None:
         """Record the load in ``_dlt_loads`` (idempotent: a resumed completion adds nothing)."""

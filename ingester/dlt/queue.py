@@ -1,27 +1,42 @@
-"""Queue-fed loads: a dlt destination that stages each normalized parquet file and
-publishes one event per file instead of committing; the daemon commits them."""
+"""Queue-fed loads: a dlt destination that stages each table's normalized parquet files and
+publishes one event per file instead of committing; the daemon commits them.
+
+Like the ``iceberg`` destination, every file job finishes without work and each table
+publishes once its table chain is complete (``jobs.table_followups``): a nested table of a
+merge then publishes its parents' keys ahead of its files (``package.load_events``), so the
+daemon replaces a parent's nested rows exactly as the direct destination does. The merge
+strategies are the direct destination's too: with ``upsert`` dlt derives the root row ids
+from the primary key and carries them into the nested rows (``_dlt_root_id``).
+"""
 
 from __future__ import annotations
 
 import atexit
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import dlt
 from dlt.common.destination import Destination
+from dlt.common.destination.client import FollowupJobRequest, LoadJob, PreparedTableSchema
 from dlt.common.schema.typing import TTableSchema
-from dlt.common.storages.load_package import load_package_state
+from dlt.common.storages.load_package import LoadJobInfo, destination_state, load_package_state
 from dlt.common.typing import TDataItems
+from dlt.destinations import destination
+from dlt.destinations.impl.destination.destination import DestinationClient
+from dlt.destinations.job_impl import DestinationParquetLoadJob, FinalizedLoadJob, ReferenceFollowupJobRequest
 
-from ingester.publish import file_event, publish, table_hints
+from ingester.dlt.factory import capabilities
+from ingester.dlt.jobs import StagedFileJob, table_followups
+from ingester.dlt.package import load_events
+from ingester.publish import publish
 from ingester.settings import Settings
 from ingester.sources.base import EventQueue
 
 
 class SharedQueue:
-    """One producer for every file the destination publishes (dlt calls the sink once per
-    file, from several threads): opened on first use, closed at exit, reopened after a failure."""
+    """One producer for every file the destination publishes (dlt runs the publishing jobs
+    from several threads): opened on first use, closed at exit, reopened after a failure."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -44,6 +59,32 @@ class SharedQueue:
             queue.close()
 
 
+class QueueClient(DestinationClient):
+    """dlt's sink client, with the ``iceberg`` destination's jobs: parquet jobs are staged,
+    each table's reference job calls the sink once with the reference file."""
+
+    def create_load_job(self, table: PreparedTableSchema, file_path: str, load_id: str, restore: bool = False) -> LoadJob:
+        if ReferenceFollowupJobRequest.is_reference_job(file_path):
+            return DestinationParquetLoadJob(file_path, self.config, destination_state(), self.destination_callable)
+        if table["name"] in self.schema.dlt_table_names():
+            return FinalizedLoadJob(file_path)
+        return StagedFileJob(file_path)
+
+    def create_table_chain_completed_followup_jobs(
+        self, table_chain: Sequence[PreparedTableSchema], completed_table_chain_jobs: Sequence[LoadJobInfo] | None = None
+    ) -> list[FollowupJobRequest]:
+        jobs = super().create_table_chain_completed_followup_jobs(table_chain, completed_table_chain_jobs)
+        return [*jobs, *table_followups(table_chain, completed_table_chain_jobs)]
+
+
+class QueueDestination(destination):
+    """dlt's sink destination factory with ``QueueClient`` as its client."""
+
+    @property
+    def client_class(self) -> type[QueueClient]:
+        return QueueClient
+
+
 def ingester_queue(settings: Settings | None = None, namespace: str | None = None, name: str = "ingester_queue") -> Destination[Any, Any]:
     """``dlt.pipeline(destination=ingester_queue())``: publish to the configured queue."""
     from ingester.wiring import build_stager
@@ -52,24 +93,24 @@ def ingester_queue(settings: Settings | None = None, namespace: str | None = Non
     queue, stager = SharedQueue(cfg), build_stager(cfg)
 
     def sink(items: TDataItems, table: TTableSchema) -> None:
-        name_ = str(table["name"])
-        if name_.startswith("_dlt"):
-            return
+        reference = Path(str(items))  # the table's reference job, in <package>/started_jobs/
+        paths = [Path(p) for p in ReferenceFollowupJobRequest.resolve_references(str(reference)) if p]
         load_id = load_package_state()["load_id"]
-        event = file_event(Path(str(items)), name_, load_id=load_id, namespace=namespace, **table_hints(dict(table)))
+        events = load_events(reference.resolve().parent.parent, dict(table), paths, load_id, namespace)
         try:
-            publish([event], stager, queue.get())
+            publish(events, stager, queue.get())
         except Exception:
             queue.close()  # a broken connection is not reused; dlt retries the job
             raise
 
-    factory = dlt.destination(
-        sink,
-        batch_size=0,
+    return QueueDestination(
+        destination_callable=sink,
+        destination_name=name,
         loader_file_format="parquet",
-        name=name,
+        batch_size=0,
         naming_convention="snake_case",
         skip_dlt_columns_and_tables=False,
         max_table_nesting=1000,
+        supported_loader_file_formats=["parquet", "reference"],
+        supported_merge_strategies=capabilities().supported_merge_strategies,
     )
-    return factory()

@@ -5,19 +5,22 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from pyiceberg.exceptions import NoSuchTableError
 
 from ingester.batch import Batch, Pending, TableRef
 from ingester.catalog import open_catalog
 from ingester.commit import SnapshotCommitter, WriteOptions
-from ingester.events import FileEvent
+from ingester.events import FileEvent, WriteDisposition
 from ingester.settings import CatalogSettings
 from ingester.sources.base import Position
 from ingester.storage import FileReader
-from tests.support import write_parquet
+from tests.support import duckdb_rows, write_parquet
 
 
 @pytest.fixture
@@ -141,3 +144,106 @@ def test_a_replace_that_fits_registers_its_files_as_is(committer: SnapshotCommit
     table = committer.catalog.load_table(("ns", "r"))
     assert sorted(table.scan().to_arrow().column("id").to_pylist()) == [100, 101]
     assert len(table.metadata.snapshots) == 2
+
+
+def one(path: Path, table: str, offset: int, **kw: Any) -> Batch:
+    return Batch(TableRef("ns", table), (Pending(FileEvent(table, location=str(path), **kw), Position("p", offset)),))
+
+
+def test_files_without_rows_add_no_data_file_and_alone_commit_nothing(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    empty = write_parquet(tmp_path / "in", {"id": pa.array([], pa.int64())})
+    assert committer.commit(batch([empty], "e")).snapshot_id is None
+    with pytest.raises(NoSuchTableError):
+        committer.catalog.load_table(("ns", "e"))  # nothing made the table
+    full = write_parquet(tmp_path / "in", {"id": pa.array([1, 2], pa.int64())})
+    for zero_copy in (True, False):
+        committer.options = WriteOptions(zero_copy=zero_copy)
+        name = f"e{int(zero_copy)}"
+        result = committer.commit(batch([empty, full, empty], name))
+        table = committer.catalog.load_table(("ns", name))
+        assert (result.rows, result.zero_copy) == (2, zero_copy)
+        assert [t.file.record_count for t in table.scan().plan_files()] == [2]  # no 0-row data file
+        assert committer.commit(one(empty, name, 5)).snapshot_id is None
+        assert len(table.refresh().metadata.snapshots) == 1
+
+
+def test_a_replace_load_without_rows_still_empties_the_table_once(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    committer.commit(batch([write_parquet(tmp_path / "in", {"id": pa.array(range(5), pa.int64())})], "r"))
+    empty = write_parquet(tmp_path / "in", {"id": pa.array([], pa.int64())})
+    replace = one(empty, "r", 7, write_disposition=WriteDisposition.REPLACE, load_id="L1")
+    assert committer.commit(replace).snapshot_id is not None
+    table = committer.catalog.load_table(("ns", "r"))
+    assert table.scan().to_arrow().num_rows == 0 and not list(table.scan().plan_files())
+    committer.commit(one(write_parquet(tmp_path / "in", {"id": pa.array([9], pa.int64())}), "r", 8))
+    again = committer.commit(replace)  # replayed (the ack was lost): not a second replace
+    assert again.snapshot_id is None and again.duplicates == 1
+    assert committer.catalog.load_table(("ns", "r")).scan().to_arrow().column("id").to_pylist() == [9]
+
+
+def test_keys_only_files_delete_their_keys_and_insert_nothing(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    merge = {"write_disposition": WriteDisposition.MERGE, "merge_key": ("root",), "keys_only": True}
+    bare_keys = write_parquet(tmp_path / "in", {"root": ["r1"]})
+    assert committer.commit(one(bare_keys, "k", 1, **merge)).snapshot_id is None  # no table, nothing to delete
+    with pytest.raises(NoSuchTableError):
+        committer.catalog.load_table(("ns", "k"))
+    # keys written with the table's schema make the table (and record the event) even with nothing to delete
+    keys = write_parquet(tmp_path / "in", {"root": ["r1", "r3"], "v": pa.nulls(2, pa.string())})
+    first = committer.commit(one(keys, "k", 2, **merge))
+    table = committer.catalog.load_table(("ns", "k"))
+    assert first.snapshot_id is not None and first.rows == 0 and table.scan().to_arrow().num_rows == 0
+    rows = write_parquet(tmp_path / "in", {"root": ["r1", "r1", "r2"], "v": ["a", "b", "c"]})
+    committer.commit(one(rows, "k", 3))
+    assert committer.commit(one(keys, "k", 2, **merge)).duplicates == 1  # replayed: deletes nothing
+    assert table.refresh().scan().to_arrow().num_rows == 3
+    assert committer.commit(one(bare_keys, "k", 4, **merge)).rows == 0
+    assert table.refresh().scan().to_arrow().to_pylist() == [{"root": "r2", "v": "c"}]
+
+
+def test_lists_not_named_element_read_back_in_both_readers(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    data = pa.table({"id": [1], "l": pa.array([[1, 2]]), "items": pa.array([[{"q": [3]}]])})
+    path = tmp_path / "in" / "legacy.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(data, path, use_compliant_nested_type=False)  # "l.list.item", as older writers name it
+    assert committer.commit(batch([path], "legacy")).rows == 1
+    compliant = write_parquet(tmp_path / "in", {"id": [2], "l": [[4]], "items": pa.array([[{"q": [5]}]])})
+    assert committer.commit(one(compliant, "legacy", 1)).rows == 1
+    table = committer.catalog.load_table(("ns", "legacy"))
+    assert table.scan().to_arrow().sort_by("id").to_pylist() == [
+        {"id": 1, "l": [1, 2], "items": [{"q": [3]}]}, {"id": 2, "l": [4], "items": [{"q": [5]}]}]
+    assert duckdb_rows(table, "SELECT * FROM t ORDER BY id") == [(1, [1, 2], [{"q": [3]}]), (2, [4], [{"q": [5]}])]
+
+
+def test_files_of_one_batch_evolve_in_turn_and_a_later_one_that_disagrees_is_rejected(
+    committer: SnapshotCommitter, tmp_path: Path
+) -> None:
+    first = write_parquet(tmp_path / "in", pa.table({"id": [1], "st": pa.array([{"a": 1}]), "items": pa.array([[{"sku": "x"}]])}))
+    second = write_parquet(tmp_path / "in", pa.table({"id": [2], "st": pa.array([{"a": 2, "b": "B"}]), "items": pa.array([[{"sku": "y", "n": 2}]])}))
+    third = write_parquet(tmp_path / "in", pa.table({"id": [3], "st": pa.array([{"a": 3, "b": {"deep": 1}}])}))
+    # an absent nested column written as nulls of another type (dlt does so for arrow loads): no value, it fits
+    fourth = write_parquet(tmp_path / "in", pa.table({"id": [4], "items": pa.nulls(1, pa.string())}))
+    result = committer.commit(batch([first, second, third, fourth], "ev"))
+    assert result.rows == 3 and len(result.rejected) == 1
+    assert "column 'st.b': struct<deep: int64> does not fit table type string" in result.rejected[0].reason
+    table = committer.catalog.load_table(("ns", "ev"))
+    assert len(table.metadata.snapshots) == 1
+    rows = table.scan().to_arrow().sort_by("id").select(["id", "st"]).to_pylist()
+    assert rows == [{"id": 1, "st": {"a": 1, "b": None}}, {"id": 2, "st": {"a": 2, "b": "B"}}, {"id": 4, "st": None}]
+    assert duckdb_rows(table, "SELECT id, items FROM t WHERE id < 4 ORDER BY id") == [
+        (1, [{"sku": "x", "n": None}]), (2, [{"sku": "y", "n": 2}])]
+
+
+def test_a_resumed_merge_with_extra_delete_keys_deletes_once(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    merge = {"write_disposition": WriteDisposition.MERGE, "merge_key": ("root",)}
+    committer.commit(one(write_parquet(tmp_path / "in", {"root": ["r1", "r2"], "v": ["old", "old"]}), "x", 1))
+    parents = pa.table({"root": ["r1", "r2"]})
+    children = one(write_parquet(tmp_path / "in", {"root": ["r1"], "v": ["new"]}), "x", 2, **merge)
+    assert committer.commit(children, parents).rows == 1
+    again = committer.commit(children, parents)  # the dlt job resumed after its commit
+    assert (again.snapshot_id, again.duplicates) == (None, 1)
+    table = committer.catalog.load_table(("ns", "x"))
+    assert table.scan().to_arrow().to_pylist() == [{"root": "r1", "v": "new"}]
+    # a load whose nested file is empty still deletes the children of its parents, once
+    empty = one(write_parquet(tmp_path / "in", {"root": pa.array([], pa.string()), "v": pa.array([], pa.string())}), "x", 3, **merge)
+    assert committer.commit(empty, parents).snapshot_id is not None
+    assert table.refresh().scan().to_arrow().num_rows == 0
+    assert committer.commit(empty, parents).snapshot_id is None

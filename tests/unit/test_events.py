@@ -15,6 +15,8 @@ def test_roundtrip_location_and_inline() -> None:
     assert decode_event(encode_event(a)) == a
     b = FileEvent("t", data=b"PAR1xyz", byte_size=7)
     assert decode_event(encode_event(b)) == b
+    keys = FileEvent("items", location="k.parquet", write_disposition=WriteDisposition.MERGE, merge_key=("root",), keys_only=True)
+    assert decode_event(encode_event(keys)) == keys and b'"keys_only":true' in encode_event(keys)
 
 
 @pytest.mark.parametrize(
@@ -32,6 +34,7 @@ def test_roundtrip_location_and_inline() -> None:
         (b'{"table": "t", "location": "a", "write_disposition": "upsert"}', "field 'write_disposition'"),
         (b'{"table": "t", "location": "a", "write_disposition": "merge"}', "field 'primary_key'"),
         (b'{"table": "t", "location": "a", "surprise": 1}', "field 'surprise'"),
+        (b'{"table": "t", "location": "a", "keys_only": true}', "field 'keys_only': only a merge"),
         (b'{"v": 9, "table": "t", "location": "a"}', "field 'v'"),
         (b"\xff\xfe", "not JSON"),
     ],

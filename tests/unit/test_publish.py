@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from ingester.dlt.package import load_package_events
 from ingester.events import WriteDisposition, decode_event
-from ingester.publish import Stager, event_id, file_event, load_package_events, publish, table_hints
+from ingester.publish import Stager, event_id, file_event, publish, table_hints
 from tests.support import write_parquet
 
 
@@ -74,3 +76,35 @@ def test_load_package_events_skip_dlt_tables_and_unknown_files(tmp_path: Path) -
         write_parquet(package / "new_jobs", {"id": [1]}, name)
     (event,) = load_package_events(package, namespace="shop")
     assert (event.table, event.namespace, event.load_id) == ("orders", "shop", "1700000000.1")
+
+
+def test_a_nested_table_of_a_merge_gets_its_parents_keys_first_then_its_files_as_appends(tmp_path: Path) -> None:
+    package = tmp_path / "1700000000.2"
+    (package / "completed_jobs").mkdir(parents=True)
+    (package / "schema.json").write_text(json.dumps({"tables": {
+        "orders": {"write_disposition": "merge", "columns": {
+            "id": {"primary_key": True}, "_dlt_id": {"row_key": True, "data_type": "text"}}},
+        "orders__items": {"parent": "orders", "columns": {
+            "sku": {"data_type": "text", "partition": True}, "_dlt_root_id": {"root_key": True, "data_type": "text"}}},
+        "orders__tags": {"parent": "orders", "columns": {"_dlt_root_id": {"root_key": True}, "value": {}}},
+    }}))
+    write_parquet(package / "completed_jobs", {"id": [1, 2], "_dlt_id": ["r1", "r2"]}, "orders.a1.0.parquet")
+    write_parquet(package / "completed_jobs", {"sku": ["x"], "qty": [3], "_dlt_root_id": ["r1"]}, "orders__items.b1.0.parquet")
+    events = {}
+    for ev in load_package_events(package):
+        events.setdefault(ev.table, []).append(ev)
+    assert [(e.write_disposition, e.primary_key) for e in events["orders"]] == [(WriteDisposition.MERGE, ("id",))]
+    keys, rows = events["orders__items"]
+    assert (keys.keys_only, keys.write_disposition, keys.merge_key, keys.row_count) == (True, "merge", ("_dlt_root_id",), 2)
+    assert (rows.keys_only, rows.write_disposition, rows.merge_key) == (False, "append", ())
+    assert keys.location is not None and pq.read_table(keys.location).to_pylist() == [
+        {"sku": None, "qty": None, "_dlt_root_id": "r1"}, {"sku": None, "qty": None, "_dlt_root_id": "r2"}]
+    (tags,) = events["orders__tags"]  # no nested rows in this load: the parents' old ones still go
+    assert tags.keys_only and tags.location is not None
+    assert pq.read_table(tags.location).to_pylist() == [{"_dlt_root_id": "r1"}, {"_dlt_root_id": "r2"}]
+    assert tags.columns == {"_dlt_root_id": {"root_key": True}}
+
+    queue, stager = ListQueue(), Stager((tmp_path / "staging").as_uri())
+    assert publish([ev for evs in events.values() for ev in evs], stager, queue) == 4
+    sent = [decode_event(payload) for payload, _ in queue.sent]
+    assert [e.keys_only for e in sent] == [True, True, False, False]
