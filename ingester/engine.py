@@ -6,18 +6,27 @@ consumer stays in its group) until commits free room. Acks follow commits, never
 Table maintenance (``ingester.maintenance``) runs in a table's worker between its batches when due.
 A ``CommitHook`` (the wiring injects the crash tests' one) is told each batch's two moments:
 ``before-commit`` (read, not yet applied) and ``after-commit`` (committed, not yet acked).
+
+Stopping: ``stop()`` cancels whatever the consume loop waits on (a poll, the source's
+connection or group join, a retry's backoff sleep), then the open windows are committed and
+acked. With a timeout, commits still running at the deadline are cancelled: their events stay
+unacked and are delivered again (the snapshot markers drop what did land), and the log says so.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
+from anyio.abc import TaskGroup
+from anyio.lowlevel import EventLoopToken, current_token
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ingester.batch import Batch, Pending, TableRef
@@ -32,8 +41,11 @@ from ingester.sources.base import Message, OffsetTracker, Source
 from ingester.window import BatchLimits, InflightBudget, WindowSet
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WORKER_QUEUE_BATCHES = 4
+FINAL_ACK_TIMEOUT_S = 5.0
+"""After a stop with a timeout: how long the last offset commit may take (a broker that is away)."""
 
 
 class CommitHook(Protocol):
@@ -100,6 +112,11 @@ class Engine:
         self._outbox: deque[Batch] = deque()
         self._held: deque[tuple[Message, Pending | None, TableRef | None]] = deque()
         self._stop = anyio.Event()
+        self._stop_by = math.inf
+        self._stop_within = math.inf
+        self._waiting: anyio.CancelScope | None = None
+        self._group: TaskGroup | None = None
+        self._loop: tuple[EventLoopToken, int] | None = None
         self._progress = anyio.Event()
         self._ack_lock = anyio.Lock()
         self._paused = False
@@ -110,9 +127,28 @@ class Engine:
         self._counts = {"events": 0, "rows": 0, "snapshots": 0, "duplicates": 0, "dead_letters": 0, "retries": 0, "pauses": 0}
 
     # ----------------------------------------------------------------- public
-    def stop(self) -> None:
-        """Ask for a graceful stop: finish polling, drain open windows, commit, ack."""
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Ask for a graceful stop: cancel what the consume loop waits on (poll, connect, group
+        join, backoff sleep), drain the open windows, commit, ack. With ``timeout_s``, what is
+        still committing that long after is abandoned (left unacked) and ``run`` returns.
+        Idempotent (a later timeout only shortens the bound); safe from any thread."""
+        if self._loop is not None and threading.get_ident() != self._loop[1]:
+            anyio.from_thread.run_sync(self._stop_now, timeout_s, token=self._loop[0])
+        else:
+            self._stop_now(timeout_s)
+
+    def _stop_now(self, timeout_s: float | None) -> None:
         self._stop.set()
+        if self._waiting is not None:
+            self._waiting.cancel()
+        if timeout_s is None:
+            return
+        if self._loop is None:  # before run(): the bound starts when it does
+            self._stop_within = min(self._stop_within, timeout_s)
+        else:
+            self._stop_by = min(self._stop_by, anyio.current_time() + timeout_s)
+        if self._group is not None:
+            self._group.cancel_scope.deadline = self._stop_by
 
     @property
     def ready(self) -> bool:
@@ -129,7 +165,11 @@ class Engine:
 
     async def run(self, *, exit_when_idle: bool = False) -> EngineStats:
         self.source.on_revoke(self._on_revoke)
+        self._loop = (current_token(), threading.get_ident())
         async with anyio.create_task_group() as tg:
+            self._group = tg
+            self._stop_by = min(self._stop_by, anyio.current_time() + self._stop_within)
+            tg.cancel_scope.deadline = self._stop_by
             for _ in range(self._workers):
                 send, receive = anyio.create_memory_object_stream[Batch](WORKER_QUEUE_BATCHES)
                 self._sends.append(send)
@@ -140,15 +180,43 @@ class Engine:
             for send in self._sends:
                 send.close()
         self._running = False
-        await self._ack()
+        self._group = None
+        if tg.cancel_scope.cancelled_caught:
+            self._log_abandoned()
+        with anyio.move_on_after(FINAL_ACK_TIMEOUT_S if self._stop_by < math.inf else math.inf) as ack:
+            await self._ack()
+        if ack.cancelled_caught:
+            log.warning("stop: the last offset commit did not finish in %.0f s: %s (the snapshot markers "
+                        "keep those events once when they come again)", FINAL_ACK_TIMEOUT_S, self.tracker.committable())
         return self.statistics()
+
+    def _log_abandoned(self) -> None:
+        held = sum(1 for _, pending, _ in self._held if pending is not None)
+        log.warning(
+            "stop: abandoned after the shutdown timeout: %d admitted events (%d bytes) not committed and %d read but "
+            "not admitted; none of them is acked, the queue delivers them again", self.tracker.pending() - held,
+            self.budget.used, held,
+        )
+
+    async def _unless_stopped(self, wait: Callable[[], Awaitable[T]], stopped: T, what: str) -> T:
+        """``wait()``, or ``stopped`` once ``stop()`` is (or was) called: the wait is cancelled."""
+        if self._stop.is_set():
+            return stopped
+        with anyio.CancelScope() as scope:
+            self._waiting = scope
+            try:
+                return await wait()
+            finally:
+                self._waiting = None
+        log.info("stop: abandoned waiting to %s", what)
+        return stopped
 
     # ------------------------------------------------------------ consuming
     async def _consume(self, exit_when_idle: bool) -> None:
         while not self._stop.is_set():
             self.heartbeat.beat()
             polled = 0
-            if exit_when_idle and len(self.windows) and not self._held and await self.source.is_idle():
+            if exit_when_idle and len(self.windows) and not self._held and await self._is_idle():
                 pass  # nothing more is queued: drain now rather than wait out a poll
             elif not self._held:
                 polled = await self._poll(self._poll_timeout)
@@ -173,13 +241,16 @@ class Engine:
     async def _drained(self) -> bool:
         """For ``exit_when_idle``: wait for the commits in flight (still polling briefly, so a
         new message ends the wait), then say whether the queue is empty and all is acked."""
-        while self.budget.used and not self._held and not self._outbox:  # the loop dispatches the outbox
+        while self.budget.used and not (self._held or self._outbox or self._stop.is_set()):  # the loop dispatches the outbox
             await self._await_progress(self._poll_timeout)
             if self.budget.used:
                 await self._poll(0.001)
         if self._held or self._outbox or self.budget.used or self.tracker.pending():
             return False
-        return await self.source.is_idle()
+        return await self._is_idle()
+
+    async def _is_idle(self) -> bool:
+        return await self._unless_stopped(self.source.is_idle, False, "learn whether the queue is empty")
 
     async def _poll(self, timeout_s: float) -> int:
         """Poll and decode into ``_held``; returns the number of messages polled.
@@ -188,9 +259,10 @@ class Engine:
         messages of the revoked partitions are dropped (not tracked), their new owner reads
         them again. Admitting them would commit past the held ones the revoke dropped.
         """
-        messages = await self.retry.run(
+        none: list[Message] = []
+        messages = await self._unless_stopped(lambda: self.retry.run(
             lambda: self.source.poll(self._poll_max, timeout_s), what="poll the source", on_retry=self._retried
-        )
+        ), none, "poll the source")
         revocations = self._revocations
         for m in messages:
             if self._revoked_at.get(m.position.partition, 0) <= revocations:
@@ -223,6 +295,7 @@ class Engine:
             self._held.popleft()
             self._counts["events"] += 1
             self.metrics.events.labels(str(table)).inc()
+            self.metrics.last_admitted.labels(str(table)).set_to_current_time()
             self.metrics.inflight_bytes.set(self.budget.used)
             self._outbox.extend(self.windows.add(table, pending))
 
@@ -292,8 +365,9 @@ class Engine:
             async for batch in batches:
                 await self._commit(batch)
                 if self.maintenance is not None and self.maintenance.is_due(batch.table):
-                    # the table's own worker, between its batches: never races our commits to it
-                    await anyio.to_thread.run_sync(self.maintenance.run, batch.table)
+                    # the table's own worker, between its batches: never races our commits to it; a stop's
+                    # deadline abandons a long round (its files are orphans at worst)
+                    await anyio.to_thread.run_sync(self.maintenance.run, batch.table, abandon_on_cancel=True)
 
     def _retried(self, exc: BaseException) -> None:
         self._counts["retries"] += 1
@@ -322,6 +396,7 @@ class Engine:
         name = str(batch.table)
         self._counts["duplicates"] += result.duplicates
         self.metrics.duplicates.labels(name).inc(result.duplicates)
+        self.metrics.last_commit.labels(name).set_to_current_time()
         if result.snapshot_id is not None:
             self._counts["rows"] += result.rows
             self._counts["snapshots"] += 1

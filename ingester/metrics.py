@@ -1,4 +1,7 @@
-"""Prometheus metrics and the ``/metrics``, ``/healthz``, ``/readyz`` HTTP endpoint."""
+"""Prometheus metrics and the ``/metrics``, ``/healthz``, ``/readyz`` HTTP endpoint.
+
+The dashboard and alert rules in ``deploy/`` are built on these names (``ingester.cli.monitoring``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,9 @@ from typing import Any, Protocol, runtime_checkable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+DEAD_LETTER_KINDS = ("invalid_event", "rejected_file")
+"""Created at 0, so that the first dead letter of a kind is an increase an alert can see."""
 
 
 class Metrics:
@@ -32,6 +38,20 @@ class Metrics:
         self.inflight_bytes = Gauge("ingester_inflight_bytes", "Bytes admitted, not yet committed", registry=r)
         self.paused = Gauge("ingester_source_paused", "1 while the source is paused (backpressure)", registry=r)
         self.lag = Gauge("ingester_partition_lag", "Messages behind the end of the partition", ["partition"], registry=r)
+        self.max_inflight_bytes = Gauge(
+            "ingester_max_inflight_bytes", "Limit of in-flight bytes (past it the source is paused)", registry=r
+        )
+        self.last_commit = Gauge(
+            "ingester_last_commit_timestamp_seconds", "When the table's last batch was committed (Unix time)",
+            ["table"], registry=r,
+        )
+        self.last_admitted = Gauge(
+            "ingester_last_admitted_timestamp_seconds", "When the table last admitted an event (Unix time)",
+            ["table"], registry=r,
+        )
+        self.ready = Gauge("ingester_ready", "1 while the daemon consumes (what /readyz answers)", registry=r)
+        for kind in DEAD_LETTER_KINDS:
+            self.dead_letters.labels(kind)
         self._lag_partitions: set[str] = set()
 
     def set_lag(self, lag: Mapping[str, int]) -> None:
@@ -62,7 +82,9 @@ class _QuietHandler(WSGIRequestHandler):
 def serve(
     metrics: Metrics, host: str, port: int, healthy: Callable[[], bool], ready: Callable[[], bool]
 ) -> _Server:
-    """Start the endpoint in a daemon thread; ``server.shutdown()`` stops it."""
+    """Start the endpoint in a daemon thread; ``server.shutdown()`` stops it. ``ingester_ready``
+    reports ``ready()`` at each scrape."""
+    metrics.ready.set_function(lambda: float(ready()))
     prom = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:

@@ -32,6 +32,7 @@ DEFAULT_EXPIRE_OLDER_THAN_S = 6 * 3600.0
 DEFAULT_RETAIN_LAST = 100
 DEFAULT_TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
 DEFAULT_MIN_INPUT_FILES = 5
+DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
 CONFIG_ENV = "INGESTER_CONFIG"
 MASK = "**********"
 SECRET_OPTION = re.compile(r"pass|secret|token|credential|private|oauth", re.IGNORECASE)
@@ -196,6 +197,10 @@ class Settings(BaseSettings):
     home: Path = DEFAULT_HOME
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    shutdown_timeout_s: float = Field(
+        DEFAULT_SHUTDOWN_TIMEOUT_S, gt=0, le=600,
+        description="after SIGTERM/SIGINT, exit within this: what is not committed by then stays unacked (delivered again)",
+    )
     catalog: CatalogSettings = CatalogSettings()
     source: SourceSettings = SourceSettings()
     window: WindowSettings = WindowSettings()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import click
@@ -20,6 +19,7 @@ import typer
 from pydantic import ValidationError
 
 from ingester.allocator import prefer_jemalloc
+from ingester.cli.progress import Display, shown
 from ingester.errors import describe_validation_error, is_auth_failure
 from ingester.settings import CONFIG_ENV, Settings
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
     from ingester.batch import TableRef
-    from ingester.engine import Engine, EngineStats
 
 app = typer.Typer(
     add_completion=False,
@@ -53,8 +52,20 @@ class _JsonFormatter(logging.Formatter):
         )
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is at each record: a progress display redirects it."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def _setup_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if settings.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
@@ -118,14 +129,19 @@ def run(
     exit_when_idle: Annotated[bool, typer.Option(help="Drain what is queued, commit, and exit")] = False,
 ) -> None:
     """Consume events and commit them until SIGTERM/SIGINT (then drain, commit, ack, exit 0)."""
+    from ingester.cli.daemon import catch_signals_early, run_daemon
+
+    early = catch_signals_early()
     prefer_jemalloc()  # before pyarrow loads
     settings = _settings()
     _setup_logging(settings)
     try:
-        stats = anyio.run(_run_engine, settings, exit_when_idle)
+        stats = anyio.run(run_daemon, settings, exit_when_idle, early)
     except Exception as exc:
         log.error("stopped on an error, nothing after the last commit was acked: %s", _describe(exc))
         raise typer.Exit(EXIT_FAILED) from None
+    if stats is None:
+        return
     log.info(
         "stopped: %d events, %d rows, %d snapshots, %d duplicates skipped, %d dead letters",
         stats.events, stats.rows, stats.snapshots, stats.duplicates, stats.dead_letters,
@@ -139,51 +155,6 @@ def _describe(exc: BaseException) -> str:
     if is_auth_failure(exc):
         return f"authentication failed, check the credentials: {type(exc).__name__}: {exc}"
     return f"{type(exc).__name__}: {exc}"
-
-
-async def _run_engine(settings: Settings, exit_when_idle: bool) -> EngineStats:
-    from ingester.metrics import Metrics, serve
-    from ingester.wiring import build_engine, retry_policy
-
-    metrics = Metrics()
-    engine: Engine | None = None
-    server = None
-    if settings.metrics.port:  # up while the catalog is waited for: alive, not ready
-        server = serve(metrics, settings.metrics.host, settings.metrics.port,
-                       lambda: engine is None or engine.heartbeat.alive(), lambda: engine is not None and engine.ready)
-    try:
-        # a catalog that is down or throttling at startup is waited for, like one down later
-        engine = await retry_policy(settings).run(
-            lambda: anyio.to_thread.run_sync(lambda: build_engine(settings, metrics=metrics)), what="connect to the catalog",
-            on_retry=lambda exc: metrics.retries.labels("connect to the catalog").inc(),
-        )
-        return await _consume(engine, exit_when_idle)
-    finally:
-        if server is not None:
-            server.shutdown()
-
-
-async def _consume(engine: Engine, exit_when_idle: bool) -> EngineStats:
-    """``engine.run`` until it ends or SIGTERM/SIGINT asks it to drain; then leave the group."""
-    try:
-        async with anyio.create_task_group() as tg:
-
-            async def watch_signals() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for signum in signals:
-                        log.info("signal %s: draining open batches", signal.Signals(signum).name)
-                        engine.stop()
-                        return
-
-            tg.start_soon(watch_signals)
-            try:
-                stats = await engine.run(exit_when_idle=exit_when_idle)
-            finally:
-                tg.cancel_scope.cancel()
-    finally:  # outside the cancelled scope: an await there would be cancelled and eat the result
-        await engine.source.aclose()
-        await anyio.to_thread.run_sync(engine.deadletters.close)  # a Kafka dead-letter producer flushes and stops
-    return stats
 
 
 @app.command("publish")
@@ -214,10 +185,10 @@ def publish_cmd(
         else:
             typer.echo(f"error: {path} is neither a parquet file nor a dlt load package", err=True)
             raise typer.Exit(EXIT_BAD_CONFIG)
-    with _fails_cleanly():
+    with _fails_cleanly(), Display(shown(settings)) as display:
         queue = build_queue(settings)
         try:
-            count = publish(events, build_stager(settings), queue)
+            count = publish(display.track(events, "staging", lambda e: Path(e.location or "").name), build_stager(settings), queue)
         finally:
             queue.close()
     typer.echo(f"published {count} events")
@@ -255,9 +226,11 @@ def maintain(
     _setup_logging(settings)
     catalog = open_catalog(settings.catalog, settings.home_dir)
     schedule = build_maintenance(settings, catalog)
-    reports = [schedule.run(ref) for ref in _table_refs(settings, catalog, table)]
-    for report in reports:
-        typer.echo(report.describe())
+    reports = []
+    with Display(shown(settings)) as display:
+        for ref in display.track(_table_refs(settings, catalog, table), "maintaining"):
+            reports.append(schedule.run(ref))
+            typer.echo(reports[-1].describe())
     if any(r.error for r in reports):
         raise typer.Exit(EXIT_FAILED)
 
@@ -281,7 +254,6 @@ def remove_orphans_cmd(
     """Delete files in the tables' data/ and metadata/ folders that no retained snapshot or
     metadata file refers to (failed commits, expired snapshots), older than --older-than-hours."""
     from ingester.catalog import open_catalog
-    from ingester.maintenance.orphans import remove_orphans
 
     settings = _settings()
     _setup_logging(settings)
@@ -289,18 +261,26 @@ def remove_orphans_cmd(
     with _fails_cleanly():
         catalog = open_catalog(settings.catalog, settings.home_dir)
         refs = _table_refs(settings, catalog, table)
-    for ref in refs:
-        try:
-            report = remove_orphans(catalog.load_table((ref.namespace, ref.name)), str(ref), older_than_hours * 3600, dry_run)
-        except Exception as exc:  # one line per table, the other tables still run
-            typer.echo(f"error: {ref}: {_describe(exc)}", err=True)
-            failed = True
-            continue
-        typer.echo(report.describe())
-        for path in report.orphans if dry_run else ():
-            typer.echo(f"  {path}")
+    with Display(shown(settings)) as display:
+        for ref in display.track(refs, "removing orphans"):
+            failed |= not _remove_orphans_of(catalog, ref, older_than_hours, dry_run)
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _remove_orphans_of(catalog: Catalog, ref: TableRef, older_than_hours: float, dry_run: bool) -> bool:
+    """One table's orphans, reported on stdout; ``False`` (one error line) when it failed."""
+    from ingester.maintenance.orphans import remove_orphans
+
+    try:
+        report = remove_orphans(catalog.load_table((ref.namespace, ref.name)), str(ref), older_than_hours * 3600, dry_run)
+    except Exception as exc:  # one line per table, the other tables still run
+        typer.echo(f"error: {ref}: {_describe(exc)}", err=True)
+        return False
+    typer.echo(report.describe())
+    for path in report.orphans if dry_run else ():
+        typer.echo(f"  {path}")
+    return True
 
 
 @app.command()
@@ -327,7 +307,11 @@ def demo(
     typer.echo(f"      done in {time.monotonic() - started:.1f}s")
     typer.echo("[2/3] the engine commits the queued files, one snapshot per table per window")
     started = time.monotonic()
-    stats = anyio.run(_run_engine, settings, True)
+    from ingester.cli.daemon import run_daemon
+
+    stats = anyio.run(run_daemon, settings, True)
+    if stats is None:
+        raise typer.Exit(EXIT_FAILED)
     typer.echo(
         f"      {stats.events} events -> {stats.rows} rows in {stats.snapshots} snapshots "
         f"({stats.dead_letters} dead letters) in {time.monotonic() - started:.1f}s"

@@ -8,6 +8,11 @@ Backpressure pauses every assigned partition while ``poll`` keeps calling ``getm
 the member never leaves its group. Before partitions are taken away the registered revoke
 callbacks run (the engine commits and acks there).
 
+Stopping never waits without a bound: a ``poll`` may be cancelled at any point, also while the
+consumer connects or joins its group (aiokafka's ``start`` waits for the first assignment with
+no limit); ``aclose`` then stops that consumer too, and waits for the group to be left for at
+most the session timeout (after it the broker drops the member anyway).
+
 ``KafkaEventQueue`` is a blocking producer for sync code (``ingester publish``, the dlt
 sink, the dead-letter topic of ``ingester.deadletter``). It uses acks=all and no
 idempotent producer (Tansu and some other brokers lack InitProducerId); ordering per table
@@ -21,10 +26,12 @@ import asyncio
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from ingester.settings import SourceSettings
@@ -118,6 +125,8 @@ class KafkaSource:
         self._pattern = topic_pattern
         self._factory = consumer_factory
         self._consumer: AIOKafkaConsumer | None = None
+        self._joining: AIOKafkaConsumer | None = None
+        """A consumer whose ``start`` was cancelled (a stop during connect or join)."""
         self._starting = asyncio.Lock()
         self._callbacks: list[RevokeCallback] = []
         self._paused = False
@@ -133,13 +142,42 @@ class KafkaSource:
         return cls(consumer_options(settings), topics=() if pattern else settings.topics, topic_pattern=pattern)
 
     async def _started(self) -> AIOKafkaConsumer:
+        """The consumer, connected and a member of its group. Cancellable: a consumer whose start
+        was cancelled is kept for ``aclose`` (stopping it there is bounded), or replaced here."""
         async with self._starting:
             if self._consumer is None:
+                await self._stop_joining()
                 consumer = self._factory(**self._options)
                 consumer.subscribe(topics=self._topics, pattern=self._pattern, listener=_Rebalance(self))
-                self._consumer = await _start(consumer)
+                self._joining = consumer
+                started = time.monotonic()
+                try:
+                    await consumer.start()
+                except anyio.get_cancelled_exc_class():
+                    log.info("kafka consumer start abandoned after %.1f s (connecting or joining group %s)",
+                             time.monotonic() - started, self.group)
+                    raise
+                except BaseException:
+                    self._joining = None
+                    await consumer.stop()
+                    raise
+                self._consumer, self._joining = consumer, None
                 log.info("kafka consumer started: group %s, %s", self.group, self._pattern or ", ".join(self._topics))
         return self._consumer
+
+    async def _stop_joining(self) -> None:
+        if self._joining is not None:
+            consumer, self._joining = self._joining, None
+            await self._stop_within_session(consumer)
+
+    async def _stop_within_session(self, consumer: AIOKafkaConsumer) -> None:
+        """Stop ``consumer`` (leave the group), waiting at most the session timeout."""
+        timeout_s = self._options.get("session_timeout_ms", 10_000) / 1000
+        with anyio.move_on_after(timeout_s) as scope:
+            await consumer.stop()
+        if scope.cancelled_caught:
+            log.warning("kafka consumer of group %s not stopped after %.0f s (a join or request the broker does not "
+                        "answer): abandoned, the broker drops the member after its session timeout", self.group, timeout_s)
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         """Records of the assigned, unpaused partitions, in offset order per partition.
@@ -211,10 +249,12 @@ class KafkaSource:
         return all(self._lag.get(partition_name(tp)) == 0 for tp in consumer.assignment())
 
     async def aclose(self) -> None:
-        """Stop the consumer and leave the group (no commit here: the engine acked). Idempotent."""
+        """Stop the consumer and leave the group (no commit here: the engine acked), waiting at
+        most the session timeout; also a consumer whose start was cancelled. Idempotent."""
+        await self._stop_joining()
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+            await self._stop_within_session(consumer)
 
     def statistics(self) -> KafkaSourceStats:
         assigned = self._consumer.assignment() if self._consumer is not None else frozenset()

@@ -3,7 +3,9 @@
 HTTP mode parses each request (answering ``Expect: 100-continue`` itself), forwards it on a
 fresh upstream connection with ``Connection: close`` (so every request is a new decision), and may instead answer 500/503,
 429 with ``Retry-After``, 409 (commit conflict, for catalog commits), stall (timeout), drop
-the connection, or delay the response. TCP mode (Kafka) may drop or delay connections.
+the connection, or delay the response. TCP mode (Kafka) may drop or delay connections, and may
+hold Kafka requests of given API keys (``FaultPlan.hold_api_keys``, e.g. 11 = JoinGroup): such a
+request and everything after it on that connection is never forwarded, so its reply never comes.
 Faults are drawn per request with a seeded RNG; ``counts`` records what was injected.
 """
 
@@ -30,6 +32,8 @@ class FaultPlan:
     conflict_rate: float = 0.0
     chunk_rate: float = 0.0
     """TCP mode: chance that a forwarded chunk of an open connection gets the fault."""
+    hold_api_keys: frozenset[int] = frozenset()
+    """TCP mode: Kafka requests with these API keys are held (never forwarded, never answered)."""
     slow_s: float = 1.5
     timeout_s: float = 30.0
     seed: int = 1
@@ -143,7 +147,27 @@ class FaultProxy:
             finally:
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        upstream = self._pipe_kafka_requests(reader, up_w) if self.plan.hold_api_keys else pipe(reader, up_w)
+        await asyncio.gather(upstream, pipe(up_r, writer))
+
+    async def _pipe_kafka_requests(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        """Forward whole Kafka request frames (size, then api key first in the header) until one
+        has a held API key; then forward nothing more and keep the connection open."""
+        try:
+            while True:
+                size = await src.readexactly(4)
+                frame = await src.readexactly(int.from_bytes(size, "big"))
+                api_key = int.from_bytes(frame[:2], "big", signed=True)
+                if self.plan.enabled and api_key in self.plan.hold_api_keys:
+                    self.counts[f"held_api_{api_key}"] += 1
+                    await src.read(-1)  # until the client gives up and closes
+                    return
+                dst.write(size + frame)
+                await dst.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            dst.close()
 
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
