@@ -39,6 +39,7 @@ K8S = REPO / "deploy" / "k8s"
 README = REPO / "README.md"
 ENV_NAME = re.compile(r"\bINGESTER_[A-Z0-9_]*[A-Z0-9]")
 K8S_VERSIONS = ("1.29.0", "1.33.0")  # oldest and newest minor we claim to support
+PROMETHEUS_OPERATOR = "monitoring.coreos.com/v1"
 PACKAGE_VERSION = version("ingester")
 
 
@@ -364,7 +365,7 @@ def test_constraints_pin_every_runtime_dependency() -> None:
 @pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
 def test_k8s_manifests_pass_the_schema(k8s_version: str, no_network: None) -> None:
     import kubernetes_validate  # test dependency: ships the schemas, no network
-    docs = list(k8s_docs())
+    docs = [(path, doc) for path, doc in k8s_docs() if doc["apiVersion"] != PROMETHEUS_OPERATOR]  # a CRD: test_monitoring
     assert {doc["kind"] for _, doc in docs} == {
         "ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
     for path, doc in docs:
@@ -416,6 +417,7 @@ def test_k8s_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert limit.endswith("Gi") and int(limit[:-2]) * 1024**3 >= 2 * settings.window.max_inflight_bytes
     grace = pod["terminationGracePeriodSeconds"]
     assert grace >= 60 and grace > settings.window.max_batch_age_s + settings.commit.retry_max_wait_s
+    assert grace >= settings.shutdown_timeout_s + 10  # the daemon exits on its own before the SIGKILL
     image = container["image"]
     assert image == f"ingester:{PACKAGE_VERSION}"
 
