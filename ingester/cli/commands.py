@@ -230,7 +230,7 @@ def maintain(
     with Display(shown(settings)) as display:
         for ref in display.track(_table_refs(settings, catalog, table), "maintaining"):
             reports.append(schedule.run(ref))
-            typer.echo(reports[-1].describe())
+            display.echo(reports[-1].describe())
     if any(r.error for r in reports):
         raise typer.Exit(EXIT_FAILED)
 
@@ -263,24 +263,54 @@ def remove_orphans_cmd(
         refs = _table_refs(settings, catalog, table)
     with Display(shown(settings)) as display:
         for ref in display.track(refs, "removing orphans"):
-            failed |= not _remove_orphans_of(catalog, ref, older_than_hours, dry_run)
+            failed |= not _remove_orphans_of(catalog, ref, older_than_hours, dry_run, display)
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _remove_orphans_of(catalog: Catalog, ref: TableRef, older_than_hours: float, dry_run: bool) -> bool:
+def _remove_orphans_of(catalog: Catalog, ref: TableRef, older_than_hours: float, dry_run: bool, display: Display) -> bool:
     """One table's orphans, reported on stdout; ``False`` (one error line) when it failed."""
     from ingester.maintenance.orphans import remove_orphans
 
     try:
         report = remove_orphans(catalog.load_table((ref.namespace, ref.name)), str(ref), older_than_hours * 3600, dry_run)
     except Exception as exc:  # one line per table, the other tables still run
-        typer.echo(f"error: {ref}: {_describe(exc)}", err=True)
+        display.echo(f"error: {ref}: {_describe(exc)}", err=True)
         return False
-    typer.echo(report.describe())
+    display.echo(report.describe())
     for path in report.orphans if dry_run else ():
-        typer.echo(f"  {path}")
+        display.echo(f"  {path}")
     return True
+
+
+@app.command()
+def top(
+    endpoints: Annotated[list[str] | None, typer.Argument(
+        help="metrics endpoints (host:port or URL); default: this host's INGESTER_METRICS__PORT")] = None,
+    interval: Annotated[float, typer.Option(min=0.2, help="seconds between readings")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="print one view (two readings an interval apart) and exit")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="with --once: JSON for scripts")] = False,
+) -> None:
+    """A live view of running daemons: per table rows/s, lag, last commit age, paused, dead letters (q quits)."""
+    from ingester.cli import top as view
+
+    if not endpoints:
+        port = _settings().metrics.port
+        if not port:
+            typer.echo("error: name an endpoint (host:port), or set INGESTER_METRICS__PORT", err=True)
+            raise typer.Exit(EXIT_BAD_CONFIG)
+        endpoints = [f"127.0.0.1:{port}"]
+    if once or as_json:
+        views = view.once(endpoints, interval)
+        if as_json:
+            typer.echo(view.as_json(views))
+        else:
+            view.print_once(views, interval)
+        raise typer.Exit(0 if all(v.up for v in views) else EXIT_FAILED)
+    try:
+        view.live(endpoints, interval)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

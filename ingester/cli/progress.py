@@ -54,6 +54,12 @@ class Display:
         if self._progress is not None:
             self._progress.stop()
 
+    def echo(self, text: str, err: bool = False) -> None:
+        """A line on stdout (stderr), printed above the progress line while it shows."""
+        stream = sys.stderr if err else sys.stdout  # while shown, rich's proxies of both
+        stream.write(text + "\n")
+        stream.flush()
+
     def track(self, items: Sequence[T], description: str, name: Callable[[T], str] = str) -> Iterator[T]:
         """Yield ``items``, counting each one done when the next is asked for; shows the current one's name."""
         update = self.status(description, total=len(items))
@@ -121,9 +127,11 @@ def engine_progress(settings: Settings, engine: Engine, exit_when_idle: bool) ->
 
         def refresh() -> None:
             rate, finished = RowRate(), False
-            while not finished:
+            while True:  # once more after the engine ended: the line shows the end
                 stats = engine.statistics()
                 update(0, ingest_line(queued(), stats.rows, rate.add(stats.rows), stats.snapshots))
+                if finished:
+                    return
                 finished = done.wait(REFRESH_S)
 
         thread = threading.Thread(target=refresh, name="ingester-progress", daemon=True)
