@@ -2,7 +2,8 @@
 """One entry point for a fresh machine with only Python 3.11+ and pip.
 
     python3 dev.py demo      # install into .venv, run the demo on the embedded default
-    python3 dev.py test      # install into .venv (with test servers), run the whole suite
+    python3 dev.py test      # install into .venv (with test servers) and the Debian packages
+                             # prometheus + tmux when missing, run the whole suite
     python3 dev.py bench     # run the benchmarks (on demand)
 
 Extra arguments go to the command (``python3 dev.py test -m "not integration"``).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -20,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".installed"
+TEST_TOOLS = {"prometheus": "prometheus", "promtool": "prometheus", "tmux": "tmux"}
+"""Commands the tests run -> the Debian package that ships them."""
 
 
 def _python() -> Path:
@@ -43,6 +47,21 @@ def ensure_installed() -> None:
     STAMP.write_text(digest)
 
 
+def ensure_test_tools() -> None:
+    """Install the Debian packages of missing test tools (root with apt-get; the tests that need
+    a tool still missing afterwards fail and say so)."""
+    missing = sorted({package for command, package in TEST_TOOLS.items() if shutil.which(command) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"warning: cannot install {' '.join(missing)} (needs root and apt-get); tests using them will fail", flush=True)
+        return
+    print(f"installing {' '.join(missing)} with apt-get ...", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "bench"):
         print(__doc__)
@@ -53,6 +72,7 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         args = [str(VENV / "bin" / "ingester"), "demo", *rest]
     elif command == "test":
+        ensure_test_tools()
         args = [str(_python()), "-m", "pytest", *rest]
     else:
         args = [str(_python()), str(ROOT / "benchmarks" / "run.py"), *rest]
