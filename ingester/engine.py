@@ -180,7 +180,7 @@ class Engine:
             for send in self._sends:
                 send.close()
         self._running = False
-        self._group = None
+        self._group = self._loop = None
         if tg.cancel_scope.cancelled_caught:
             self._log_abandoned()
         with anyio.move_on_after(FINAL_ACK_TIMEOUT_S if self._stop_by < math.inf else math.inf) as ack:
