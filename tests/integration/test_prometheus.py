@@ -32,7 +32,7 @@ from tests.integration.faults import FaultPlan, FaultProxy
 from tests.integration.kafka_helpers import Daemon, events_for, produce, stage_files, wait_until
 from tests.integration.test_kafka_daemon import Stream
 
-WINDOWS = Windows(no_commit_after_s=6, no_commit_for="2s")
+WINDOWS = Windows(no_commit_after_s=8, no_commit_for="2s")
 LABELS = {"namespace": "test", "pod": "ingester-0"}
 VARIABLES = {"$namespace": LABELS["namespace"], "$pod": LABELS["pod"], "$table": ".*", "$__rate_interval": "10s"}
 TABLES = ["orders", "users", "items"]
@@ -132,7 +132,6 @@ def test_dashboard_and_alerts_on_a_real_prometheus(seaweed: Any, tansu: Any, tmp
     stop = threading.Event()
 
     def feed() -> None:
-        produce(stream.bootstrap, stream.topics[0], [b"{not json"], [b"bad"])  # one dead letter
         for start in range(0, len(events), 3):
             if stop.wait(0.5):
                 return
@@ -144,9 +143,9 @@ def test_dashboard_and_alerts_on_a_real_prometheus(seaweed: Any, tansu: Any, tmp
     try:
         p = prometheus(f"127.0.0.1:{daemon.port}")
         wait_until("rows flowing in Prometheus", lambda: bool(p.query("sum(rate(ingester_rows_total[10s])) > 0")), 90, 0.5)
-        time.sleep(3)
+        produce(stream.bootstrap, stream.topics[0], [b"{not json"], [b"bad"])  # a dead letter, once scraped at 0
+        wait_until("IngesterDeadLetters to fire", lambda: bool(p.alerts("IngesterDeadLetters")), 30, 0.5)
         assert p.alerts("IngesterNoCommit", "pending") == p.alerts("IngesterNoCommit") == []
-        assert p.alerts("IngesterDeadLetters") != []  # the bad event
 
         proxy.plan.enabled = True  # the catalog is cut off: commits fail and retry, events keep coming
         cut = time.monotonic()
