@@ -33,6 +33,8 @@ CLOSE_SHARE = 1 / 3
 """Of the shutdown bound, kept for the last ack, leaving the group, closing sinks and exiting ..."""
 MAX_CLOSE_RESERVE_S = 10.0
 """... but never more than this."""
+WATCHDOG_EARLY_S = 0.5
+"""The watchdog ends the process this much before the bound (at most a tenth of it): gone by then."""
 
 
 def catch_signals_early() -> list[str]:
@@ -49,7 +51,7 @@ class Shutdown:
 
     Before the engine exists (the catalog is waited for) ``startup`` is cancelled; once it is
     ``attach``ed, the engine is asked to stop within the bound less the close reserve. The first
-    request starts a watchdog thread that calls ``exit_process(0)`` when the bound is over;
+    request starts a watchdog thread that calls ``exit_process(0)`` just before the bound is over;
     ``disarm`` stops it (for in-process use).
     """
 
@@ -99,7 +101,7 @@ class Shutdown:
         engine.stop(max(0.0, self.remaining_s() - self.close_reserve_s))
 
     def _watchdog(self) -> None:
-        if self._disarmed.wait(self.timeout_s):
+        if self._disarmed.wait(self.timeout_s - min(WATCHDOG_EARLY_S, self.timeout_s / 10)):
             return
         log.error("not stopped %.0f s after the stop signal (a call that cannot be cancelled is in flight): "
                   "exiting now; nothing uncommitted was acked, the queue delivers it again", self.timeout_s)

@@ -10,8 +10,9 @@ callbacks run (the engine commits and acks there).
 
 Stopping never waits without a bound: a ``poll`` may be cancelled at any point, also while the
 consumer connects or joins its group (aiokafka's ``start`` waits for the first assignment with
-no limit); ``aclose`` then stops that consumer too, and waits for the group to be left for at
-most the session timeout (after it the broker drops the member anyway).
+no limit); ``aclose`` then gives that consumer ``ABANDONED_START_WAIT_S`` to stop (it holds no
+partition to hand over; a member the broker still counts is dropped after its session timeout),
+and waits for a started one to leave the group for at most the session timeout.
 
 ``KafkaEventQueue`` is a blocking producer for sync code (``ingester publish``, the dlt
 sink, the dead-letter topic of ``ingester.deadletter``). It uses acks=all and no
@@ -45,6 +46,7 @@ DEFAULT_REBALANCE_TIMEOUT_MS = 60_000
 """How long the group waits for members to rejoin; the revoke flush + ack must fit in it."""
 HEARTBEATS_PER_SESSION = 3
 DEFAULT_PRODUCE_TIMEOUT_S = 60.0
+ABANDONED_START_WAIT_S = 1.0
 _FORCED_PRODUCER_OPTIONS = {"acks": "all", "enable_idempotence": False}
 
 
@@ -168,15 +170,15 @@ class KafkaSource:
     async def _stop_joining(self) -> None:
         if self._joining is not None:
             consumer, self._joining = self._joining, None
-            await self._stop_within_session(consumer)
+            await self._stop_within(consumer, ABANDONED_START_WAIT_S)
 
-    async def _stop_within_session(self, consumer: AIOKafkaConsumer) -> None:
-        """Stop ``consumer`` (leave the group), waiting at most the session timeout."""
-        timeout_s = self._options.get("session_timeout_ms", 10_000) / 1000
+    async def _stop_within(self, consumer: AIOKafkaConsumer, timeout_s: float | None = None) -> None:
+        """Stop ``consumer`` (leave the group), waiting at most ``timeout_s`` (default: the session timeout)."""
+        timeout_s = timeout_s or self._options.get("session_timeout_ms", 10_000) / 1000
         with anyio.move_on_after(timeout_s) as scope:
             await consumer.stop()
         if scope.cancelled_caught:
-            log.warning("kafka consumer of group %s not stopped after %.0f s (a join or request the broker does not "
+            log.warning("kafka consumer of group %s not stopped after %.1f s (a join or request the broker does not "
                         "answer): abandoned, the broker drops the member after its session timeout", self.group, timeout_s)
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
@@ -250,11 +252,11 @@ class KafkaSource:
 
     async def aclose(self) -> None:
         """Stop the consumer and leave the group (no commit here: the engine acked), waiting at
-        most the session timeout; also a consumer whose start was cancelled. Idempotent."""
+        most the session timeout; also a consumer whose start was cancelled (briefly). Idempotent."""
         await self._stop_joining()
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await self._stop_within_session(consumer)
+            await self._stop_within(consumer)
 
     def statistics(self) -> KafkaSourceStats:
         assigned = self._consumer.assignment() if self._consumer is not None else frozenset()

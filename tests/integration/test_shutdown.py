@@ -33,7 +33,7 @@ from tests.integration.kafka_helpers import (
 )
 from tests.integration.test_kafka_daemon import Stream
 
-BOUND_S = 8.0
+BOUND_S = 10.0
 TABLES = ["orders", "users", "items"]
 JOIN_GROUP = 11
 
@@ -105,9 +105,7 @@ def test_sigterm_with_the_broker_unreachable(
     daemon = daemons({**stream.env, **nowhere}, waits)
     wait_until("poll retries", lambda: daemon.log().count("poll the source failed") >= (1 if waits == "backoff-sleep" else 3), 60)
     assert_stopped_in_bound(daemon, "stop: abandoned waiting to poll the source")
-    assert set(committed_offsets(stream.bootstrap, stream.group, stream.topics).values()) == {0}
-    if waits == "retrying":
-        recover(stream, daemons)
+    assert set(committed_offsets(stream.bootstrap, stream.group, stream.topics).values()) == {0}  # all still queued
 
 
 def test_sigterm_while_the_group_join_is_never_answered(seaweed: Any, tmp_path: Path, daemons: Any) -> None:

@@ -188,9 +188,9 @@ class NeverJoins(FakeConsumer):
 
 
 @pytest.mark.parametrize("stop_hangs", [False, True])
-def test_a_cancelled_join_is_stopped_by_aclose_within_the_session_timeout(stop_hangs: bool) -> None:
+def test_a_cancelled_join_is_given_a_second_to_stop(stop_hangs: bool) -> None:
     async def main() -> None:
-        source, made = make_source(session_timeout_ms=1000)
+        source, made = make_source(session_timeout_ms=6000)
         source._factory = lambda **options: made.append(NeverJoins(**options)) or made[-1]  # type: ignore[assignment, func-returns-value]
         NeverJoins.stop_hangs = stop_hangs
         with anyio.move_on_after(0.2) as poll:
@@ -198,6 +198,23 @@ def test_a_cancelled_join_is_stopped_by_aclose_within_the_session_timeout(stop_h
         assert poll.cancelled_caught and not made[0].stopped
         started = time.monotonic()
         await source.aclose()
-        assert made[0].stopped is not stop_hangs and time.monotonic() - started < (1.5 if stop_hangs else 0.2)
+        assert made[0].stopped is not stop_hangs and time.monotonic() - started < (1.3 if stop_hangs else 0.2)
+
+    anyio.run(main)
+
+
+class StopHangs(FakeConsumer):
+    async def stop(self) -> None:
+        await anyio.sleep_forever()
+
+
+def test_leaving_the_group_is_waited_for_at_most_the_session_timeout() -> None:
+    async def main() -> None:
+        source, made = make_source(session_timeout_ms=1000)
+        source._factory = lambda **options: made.append(StopHangs(**options)) or made[-1]  # type: ignore[assignment, func-returns-value]
+        await source.poll(10, 0.001)
+        started = time.monotonic()
+        await source.aclose()
+        assert made[0].started and 0.9 < time.monotonic() - started < 1.5
 
     anyio.run(main)
