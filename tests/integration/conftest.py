@@ -1,12 +1,11 @@
-"""Integration tests: the real servers (started once per session from pip packages), the
-``integration`` marker on every test here, and the one catalog fixture every catalog-generic
-test runs on (embedded SQLite and SeaweedFS's REST catalog on S3)."""
+"""Integration tests: the ``integration`` marker on every test here, and the one catalog fixture
+every catalog-generic test runs on (embedded SQLite and SeaweedFS's REST catalog on S3). The
+real servers (``seaweed``, ``tansu``) are fixtures of ``tests/conftest.py``, shared with the
+interop matrix."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,30 +18,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real S3 store + Iceberg REST catalog (SeaweedFS)."""
-    from ingester.testing.localstack import SeaweedServer
-
-    server = SeaweedServer.start(tmp_path_factory.mktemp("seaweed"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def tansu() -> Iterator[Any]:
-    """A real Kafka-compatible broker (Tansu, in-memory storage)."""
-    from ingester.testing.localstack import TansuBroker
-
-    broker = TansuBroker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(params=["sql", "rest"])

@@ -27,6 +27,11 @@ OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+SAMPLE_ROWS = 200
+"""A table of at most this many rows is also answered row by row (canonical JSON, `"sample"`),
+so a disagreement can be shown value by value."""
+
+
 @dataclass(frozen=True)
 class S3:
     """An S3-compatible store (path-style addressing)."""
@@ -93,7 +98,11 @@ class Request:
     @classmethod
     def loads(cls, text: str) -> Request:
         """The inverse of `dumps`."""
-        raw = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Request:
+        """The request from its JSON object."""
         return cls(
             metadata_location=raw["metadata_location"],
             s3=S3(**raw["s3"]) if raw.get("s3") else None,
@@ -123,36 +132,34 @@ def versions(*packages: str) -> str:
     return ", ".join(found)
 
 
-def serve(reader: str, packages: tuple[str, ...], read: Callable[[Request], Read]) -> None:
-    """Run `read` on the request named in argv[1] and print the one JSON answer.
+def _answer(reader: str, packages: tuple[str, ...], request: Request, read: Callable[[Request], Read]) -> dict[str, Any]:
+    """The JSON answer to one request (any exception becomes ``"error"``)."""
+    from canonical import canonical_rows, summarize  # a neighbour of the running script (this module is imported by the harness too)
 
-    Whatever the engine prints goes to stderr (fd 1 is pointed there), any exception becomes
-    `"error"`, and a count path that disagrees with the rows it read is an error too.
-    """
-    from canonical import summarize  # a neighbour of the running script (this module is imported by the harness too)
-
-    stdout = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
     answer: dict[str, Any] = {
         "reader": reader,
         "version": versions(*packages),
         "rows": None,
+        "count": None,
         "columns": {},
         "filtered_rows": None,
+        "filtered_count": None,
+        "sample": None,
         "error": None,
     }
     try:
-        with open(sys.argv[1], encoding="utf-8") as f:
-            request = Request.loads(f.read())
         result = read(request)
         answer["rows"] = result.table.num_rows
+        answer["count"] = result.count
         answer["columns"] = summarize(result.table, result.types)
+        if result.table.num_rows <= SAMPLE_ROWS:
+            answer["sample"] = canonical_rows(result.table)
         problems = []
         if result.count != result.table.num_rows:
             problems.append(f"count says {result.count} rows, the scan returned {result.table.num_rows}")
         if result.filtered is not None:
             answer["filtered_rows"] = result.filtered.num_rows
+            answer["filtered_count"] = result.filtered_count
             if result.filtered_count != result.filtered.num_rows:
                 problems.append(
                     f"filtered count says {result.filtered_count} rows, the filtered scan returned {result.filtered.num_rows}"
@@ -161,5 +168,23 @@ def serve(reader: str, packages: tuple[str, ...], read: Callable[[Request], Read
     except Exception as exc:  # noqa: BLE001 - every failure is reported, never raised
         traceback.print_exc()
         answer["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-    stdout.write(json.dumps(answer, ensure_ascii=False) + "\n")
-    stdout.flush()
+    return answer
+
+
+def serve(reader: str, packages: tuple[str, ...], read: Callable[[Request], Read]) -> None:
+    """Run `read` on the request(s) named in argv[1] and print one JSON answer per line.
+
+    The file holds one request or a JSON list of them (answered in order, one line each, flushed
+    as it goes, so a crash or timeout keeps the answers before it). Whatever the engine prints goes
+    to stderr (fd 1 is pointed there), any exception becomes `"error"`, and a count path that
+    disagrees with the rows it read is an error too (`"count"` / `"filtered_count"` say what it said).
+    """
+    stdout = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    with open(sys.argv[1], encoding="utf-8") as f:
+        raw = json.load(f)
+    for item in raw if isinstance(raw, list) else [raw]:
+        answer = _answer(reader, packages, Request.from_dict(item), read)
+        stdout.write(json.dumps(answer, ensure_ascii=False) + "\n")
+        stdout.flush()

@@ -6,6 +6,7 @@ extension directory, DuckDB 1.5's `duckdb-extension-*` packages are loaded by fi
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,8 +26,10 @@ def _package_dir(module: str) -> Path | None:
     return Path(locations[0]) if locations else None
 
 
+@functools.cache
 def connect() -> duckdb.DuckDBPyConnection:
-    """A connection with httpfs, avro and iceberg loaded from the venv's packages."""
+    """A connection with httpfs, avro and iceberg loaded from the venv's packages (one per process:
+    loading the extensions costs more than reading a small table)."""
     import duckdb
 
     config: dict[str, str | bool | int | float | list[str]] = {
@@ -60,7 +63,7 @@ def read(request: Request) -> Read:
         s3 = request.s3
         host = s3.endpoint.split("://", 1)[-1]
         con.execute(
-            "CREATE SECRET interop (TYPE s3, KEY_ID ?, SECRET ?, REGION ?, ENDPOINT ?, URL_STYLE 'path', USE_SSL ?)",
+            "CREATE OR REPLACE SECRET interop (TYPE s3, KEY_ID ?, SECRET ?, REGION ?, ENDPOINT ?, URL_STYLE 'path', USE_SSL ?)",
             [s3.access_key_id, s3.secret_access_key, s3.region, host, s3.endpoint.startswith("https")],
         )
     source = "iceberg_scan('" + request.path.replace("'", "''") + "')"

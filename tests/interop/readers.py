@@ -9,6 +9,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +108,24 @@ def ensure_venv(reader: Reader) -> Path:
             _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-input", *reader.requirements])
             (venv / STAMP).write_text(json.dumps(list(reader.requirements)))
     return venv / "bin" / "python"
+
+
+def ensure_all(readers: tuple[Reader, ...] = READERS, progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Every reader's venv (built two at a time when missing): `{reader name: python}`.
+
+    `progress` is told which venvs are missing and when each is ready. Raises what
+    `ensure_venv` raises.
+    """
+    missing = [r.name for r in readers if not _ready(cache_root() / r.key, r)]
+    if progress and missing:
+        progress(f"building reader venvs under {cache_root()} (first run: about 2 minutes): {', '.join(missing)}")
+
+    def build(reader: Reader) -> Path:
+        started = time.monotonic()
+        python = ensure_venv(reader)
+        if progress and reader.name in missing:
+            progress(f"venv {reader.name} ready in {time.monotonic() - started:.0f}s")
+        return python
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip((r.name for r in readers), pool.map(build, readers)))
