@@ -78,7 +78,8 @@ def _conform(array: pa.Array, t: pa.DataType) -> pa.Array:
     return array.cast(t)
 
 
-def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def cast_to(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` as `schema`: columns it lacks as nulls, struct fields it lacks as nulls."""
     arrays = [
         _conform(table.column(f.name).combine_chunks(), f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
         for f in schema
@@ -90,7 +91,8 @@ def _without_keys(table: pa.Table, key: str, keys: pa.Array) -> pa.Table:
     return table.filter(pc.invert(pc.fill_null(pc.is_in(table.column(key), value_set=keys), False)))
 
 
-def _last_per_key(table: pa.Table, key: str) -> pa.Table:
+def last_per_key(table: pa.Table, key: str) -> pa.Table:
+    """The last row of each key, in row order (an upsert's rows of one load)."""
     last = {k: i for i, k in enumerate(table.column(key).to_pylist())}
     return table.take(sorted(last.values()))
 
@@ -99,7 +101,7 @@ def apply_loads(case: Case, schema: pa.Schema) -> pa.Table:
     """The rows after every load of `case`, in the source names, cast to `schema`."""
     current = schema.empty_table()
     for load in case.loads:
-        rows = pa.concat_tables([_cast(f, schema) for f in load.files])
+        rows = pa.concat_tables([cast_to(f, schema) for f in load.files])
         if case.disposition == APPEND:
             current = pa.concat_tables([current, rows])
         elif case.disposition == REPLACE:
@@ -107,7 +109,7 @@ def apply_loads(case: Case, schema: pa.Schema) -> pa.Table:
         else:
             assert case.key is not None and case.strategy in (UPSERT, DELETE_INSERT)
             if case.strategy == UPSERT:
-                rows = _last_per_key(rows, case.key)
+                rows = last_per_key(rows, case.key)
             current = pa.concat_tables([_without_keys(current, case.key, rows.column(case.key).combine_chunks()), rows])
     return current
 
@@ -135,9 +137,14 @@ class Expected:
         return self.table.num_rows
 
 
+def table_schema(case: Case, loads: int | None = None) -> pa.Schema:
+    """The table's schema after its first `loads` loads (all by default), in the source names."""
+    source = pa.unify_schemas([load.schema for load in case.loads[:loads]], promote_options="permissive")
+    return pa.schema([pa.field(f.name, table_type(f.type)) for f in source])
+
+
 def expected(case: Case) -> Expected:
-    source = pa.unify_schemas([load.schema for load in case.loads], promote_options="permissive")
-    schema = pa.schema([pa.field(f.name, table_type(f.type)) for f in source])
+    schema = table_schema(case)
     rows = apply_loads(case, schema)
     table = rows.rename_columns([column_name(case, n) for n in rows.column_names])
     column = table.column(column_name(case, case.filter.column))

@@ -1,5 +1,5 @@
 """The whole matrix once per session: build the tables, read each in every reader, and read the
-plain-pyiceberg twins of the cases whose disagreements look like upstream reader bugs."""
+plain-pyiceberg twins (`twins`) of the cases whose disagreements look like upstream reader bugs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.table import StaticTable
-from pyiceberg.transforms import Transform
 
 from .build import Built, MatrixBuilder
 from .cases import Case
@@ -19,6 +17,7 @@ from .expected import Expected, expected
 from .harness import read_many
 from .protocol import Request
 from .readers import Reader
+from .twins import partition_fields, write_twin
 from .verdict import Verdict, judge
 
 
@@ -33,26 +32,6 @@ class Matrix:
     def verdict(self, case: str, reader: str) -> Verdict:
         twin = self.twins.get(case, {}).get(reader)
         return judge(reader, self.expected[case], self.answers[case][reader], twin, self.built[case].problems)
-
-
-def partition_fields(built: Built) -> list[tuple[str, Transform[Any, Any], str]]:
-    """(source column, transform, partition field name) of the built table's current spec."""
-    assert built.metadata_location is not None
-    table = StaticTable.from_metadata(built.metadata_location, properties=built.s3.pyiceberg_properties() if built.s3 else {})
-    schema = table.schema()
-    return [(str(schema.find_column_name(f.source_id)), f.transform, f.name) for f in table.spec().fields]
-
-
-def write_twin(catalog: SqlCatalog, name: str, truth: Expected, spec: list[tuple[str, Transform[Any, Any], str]]) -> str:
-    """The expected rows as a table of their own, written by plain pyiceberg (one `append`),
-    partitioned by `spec` (the built table's); returns its metadata location."""
-    table = catalog.create_table(("twins", name), schema=truth.table.schema)
-    if spec:
-        with table.update_spec() as update:
-            for column, transform, field_name in spec:
-                update.add_field(column, transform, field_name)
-    table.append(truth.table)
-    return table.metadata_location
 
 
 def _not_built(reader: Reader, built: Built) -> dict[str, Any]:
@@ -84,7 +63,7 @@ def run_matrix(
         catalog.create_namespace("twins")
         names = sorted({n for n, _ in need})
         twin_requests = {
-            n: Request(write_twin(catalog, n, truths[n], partition_fields(built[n])), None, todo[n].filter) for n in names
+            n: Request(write_twin(catalog, todo[n], partition_fields(built[n])), None, todo[n].filter) for n in names
         }
         twin_readers = tuple(r for r in readers if any(r.name == rn for _, rn in need))
         progress(f"reading the plain-pyiceberg twins of {', '.join(names)} in {', '.join(r.name for r in twin_readers)}")

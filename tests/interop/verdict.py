@@ -4,9 +4,9 @@ a known reader bug explains it.
 `compare` lists every difference (`Diff`). `KNOWN_BUGS` are the reader bugs of the README's
 compatibility table that the matrix can meet, each recognised by the differences it causes. A
 cell is an expected failure only when every difference belongs to an upstream bug (`ours=False`)
-AND the same bug shows when that reader reads the case's *twin*: the expected rows written by
-plain pyiceberg (same schema, same partition spec, one append). Bugs with `ours=True` are reader
-bugs that only bite because of what ingester writes (files without field ids): their cells fail.
+AND the same bug shows when that reader reads the case's *twin*: the same loads replayed by plain
+pyiceberg (`twins`). Bugs with `ours=True` are reader bugs that only bite because of what
+ingester writes (files without field ids): their cells fail.
 """
 
 from __future__ import annotations
@@ -142,6 +142,12 @@ KNOWN_BUGS: tuple[KnownBug, ...] = (
         "pyiceberg 0.12 turns a null list<struct> / map<_, struct> into [] (writing it, and reading it)",
         "https://github.com/apache/iceberg-python/issues/3833",
         _null_nested_read_as_empty,
+    ),
+    KnownBug(
+        "iceberg-rust-nested-field-added", frozenset({"datafusion"}),
+        "iceberg-rust cannot read files written before a struct field was added (matches nested fields by position)",
+        "https://github.com/apache/iceberg-rust/issues/2617",
+        lambda d, e, a: d.kind == "error" and "Incorrect number of arrays for StructArray fields" in d.detail,
     ),
     KnownBug(
         "daft-no-field-ids", frozenset({"daft"}),
