@@ -170,7 +170,12 @@ class MatrixBuilder:
                 traceback.print_exc()
 
     def _cli(self, case: Case, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([INGESTER, *args], env=self.daemon_env(case), capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+        """`ingester <args>` in the case's home; a timeout comes back as exit code 124."""
+        cmd = [INGESTER, *args]
+        try:
+            return subprocess.run(cmd, env=self.daemon_env(case), capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(cmd, 124, "", f"timed out after {CLI_TIMEOUT_S}s")
 
     def _publish(self, case: Case, k: int) -> None:
         folder = self.root / "src" / case.name / str(k)
@@ -203,11 +208,11 @@ class MatrixBuilder:
         built.problems.extend(self._dead_letters(case))
         try:
             table = self._catalog(case).load_table((NAMESPACE, case.table))
+            built.as_is_files, built.rewritten_files = _registration(table)
         except Exception as exc:  # noqa: BLE001 - a missing table is a finding
             built.problems.append(f"no table: {type(exc).__name__}: {exc}")
             return
         built.metadata_location = table.metadata_location
-        built.as_is_files, built.rewritten_files = _registration(table)
 
     def _dead_letters(self, case: Case) -> list[str]:
         if case.mode == DLT:
