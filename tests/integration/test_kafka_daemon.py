@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -225,10 +226,14 @@ def test_a_second_daemon_joins_and_leaves_mid_stream(
     events = events_for(pool[300:900], TABLES)
     stream.send(events[:60])
     a = daemons(stream.env, "a")
+    b_committed = threading.Event()
+    sent = [60]
 
-    def feed() -> None:  # the stream goes on while b joins
-        for start in range(60, 400, 20):
-            stream.send(events[start:start + 20])
+    def feed() -> None:
+        """The stream goes on while b joins (a slow rebalance must not outlast it), until b committed."""
+        while not b_committed.is_set() and sent[0] < len(events) - 100:
+            stream.send(events[sent[0]:sent[0] + 20])
+            sent[0] += 20
             time.sleep(0.5)
 
     with ThreadPoolExecutor(1) as producer:
@@ -236,12 +241,13 @@ def test_a_second_daemon_joins_and_leaves_mid_stream(
         wait_until("a first snapshot", lambda: a.metric("ingester_snapshots_total") >= 1, 60)
         assert f'ingester_partition_lag{{partition="{stream.topics[0]}/0"}}' in a.scrape()
         b = daemons(stream.env, "b")
-        wait_until("b to commit", lambda: b.metric("ingester_snapshots_total") >= 1, 60)
-        assert b.terminate() == 0, b.log()  # drains, commits, acks and leaves the group
+        wait_until("b to commit", lambda: b.metric("ingester_snapshots_total") >= 1, 90)
+        b_committed.set()
         fed.result()
+        assert b.terminate() == 0, b.log()  # drains, commits, acks and leaves the group
     assert "partitions assigned: events-" in b.log() and a.log().count("partitions revoked") >= 1
     wait_until("a to take b's partitions back", lambda: a.log().count("partitions revoked") >= 2, 60)
-    stream.send(events[400:])  # only a is left to read these
+    stream.send(events[sent[0]:])  # only a is left to read these
     wait_all_acked(stream.bootstrap, stream.group, stream.topics)
     assert a.terminate() == 0, a.log()
     stream.check_exactly_once(stream.catalog())
