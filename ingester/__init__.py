@@ -15,6 +15,8 @@ _LAZY = {
     "iceberg": "ingester.dlt.factory",
     "iceberg_rest": "ingester.dlt.factory",
     "iceberg_adapter": "ingester.dlt.adapter",
+    "iceberg_partition": "ingester.dlt.adapter",
+    "PartitionTransform": "ingester.dlt.adapter",
 }
 
 __all__ = sorted(_LAZY)

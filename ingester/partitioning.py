@@ -1,9 +1,12 @@
-"""dlt partition hints -> Iceberg ``PartitionSpec``.
+"""dlt partition hints -> Iceberg ``PartitionSpec``, read as dlt-iceberg reads them.
 
-A column with ``partition: true`` is partitioned by its ``x-partition-transform`` hint
-(``partition_transform`` is accepted too): ``identity``, ``year``, ``month``, ``day``,
-``hour``, ``bucket[N]``, ``truncate[N]``. Without a transform, timestamp and date columns
-use ``month`` and everything else ``identity`` (as in dlt-iceberg).
+A column hinted ``partition: true`` or ``x-partition: true`` is partitioned by its
+``x-partition-transform`` (or ``partition_transform``) hint: ``identity``, ``year``,
+``month``, ``day``, ``hour``, ``bucket[N]``, ``truncate[N]``. Without one, timestamp and date
+columns use ``month`` and everything else ``identity``. The field is named by its
+``x-partition-name`` (or ``partition_name``) hint, else ``<column>_<transform>``
+(``ts_month``, ``region_identity``, ``user_id_bucket_16``, ``path_truncate_3``), field ids from
+1000 in column order.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ from pyiceberg.types import DateType, TimestampType, TimestamptzType
 
 from ingester.errors import SchemaConflict
 
-TRANSFORM_HINTS = ("x-partition-transform", "partition_transform")
+PARTITION_HINT = "x-partition"
+TRANSFORM_HINT = "x-partition-transform"
+NAME_HINT = "x-partition-name"
+PARTITION_HINTS = (PARTITION_HINT, "partition")
+TRANSFORM_HINTS = (TRANSFORM_HINT, "partition_transform")
+NAME_HINTS = (NAME_HINT, "partition_name")
 _PARAM = re.compile(r"^(bucket|truncate)\[(\d+)\]$")
 _SIMPLE: dict[str, type[Transform[Any, Any]]] = {
     "identity": IdentityTransform,
@@ -55,29 +63,27 @@ def parse_transform(text: str) -> Transform[Any, Any]:
 
 
 def _field_name(column: str, transform: Transform[Any, Any]) -> str:
-    if isinstance(transform, IdentityTransform):
-        return column
     if isinstance(transform, BucketTransform):
         return f"{column}_bucket_{transform.num_buckets}"
     if isinstance(transform, TruncateTransform):
-        return f"{column}_trunc_{transform.width}"
-    return f"{column}_{str(transform)}"
+        return f"{column}_truncate_{transform.width}"
+    return f"{column}_{transform}"
 
 
-def partition_columns(columns: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str | None]]:
-    """(column, transform hint or None) for every column hinted ``partition``, in order."""
-    out = []
-    for name, hints in columns.items():
-        if hints.get("partition"):
-            hint = next((hints[k] for k in TRANSFORM_HINTS if hints.get(k)), None)
-            out.append((name, hint))
-    return out
+def _first(hints: Mapping[str, Any], names: tuple[str, ...]) -> Any:
+    return next((hints[k] for k in names if hints.get(k)), None)
+
+
+def partition_columns(columns: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str | None, str | None]]:
+    """(column, transform hint or None, field name hint or None) for every partitioned column, in order."""
+    return [(name, _first(hints, TRANSFORM_HINTS), _first(hints, NAME_HINTS))
+            for name, hints in columns.items() if _first(hints, PARTITION_HINTS)]
 
 
 def spec_for(schema: Schema, columns: Mapping[str, Mapping[str, Any]], table: str = "") -> PartitionSpec:
     """Partition spec for a new table; raises ``SchemaConflict`` for a bad hint."""
     fields = []
-    for i, (name, hint) in enumerate(partition_columns(columns)):
+    for i, (name, hint, field_name) in enumerate(partition_columns(columns)):
         try:
             source = schema.find_field(name)
         except ValueError:
@@ -96,7 +102,7 @@ def spec_for(schema: Schema, columns: Mapping[str, Mapping[str, Any]], table: st
                 source_id=source.field_id,
                 field_id=PARTITION_FIELD_ID_START + i,
                 transform=transform,
-                name=_field_name(name, transform),
+                name=str(field_name or _field_name(name, transform)),
             )
         )
     return PartitionSpec(*fields)

@@ -130,14 +130,17 @@ class SnapshotCommitter:
         group: str | None = None,
         options: WriteOptions = WriteOptions(),
         fail_on_reject: bool = False,
+        table_location: Callable[[TableRef], str | None] | None = None,
     ) -> None:
         """``fail_on_reject``: raise ``TerminalError`` instead of committing the rest when a file
-        is set aside (all-or-nothing per batch, as a dlt load job needs)."""
+        is set aside (all-or-nothing per batch, as a dlt load job needs). ``table_location``:
+        where a table this committer creates goes (None: the catalog decides)."""
         self.catalog = catalog
         self.reader = reader
         self.group = group
         self.options = options
         self.fail_on_reject = fail_on_reject
+        self.table_location = table_location
         self._markers = mk.MarkerCache()
         self._lock = threading.Lock()
 
@@ -273,8 +276,9 @@ class SnapshotCommitter:
                 self.catalog.create_namespace(ref.namespace)
             except NamespaceAlreadyExistsError:
                 pass
+        location = self.table_location(ref) if self.table_location else None
         try:
-            return self.catalog.create_table(ident, schema=schema, partition_spec=spec, properties=TABLE_PROPERTIES)
+            return self.catalog.create_table(ident, schema=schema, partition_spec=spec, properties=TABLE_PROPERTIES, location=location)
         except TableAlreadyExistsError:
             return self.catalog.load_table(ident)
 

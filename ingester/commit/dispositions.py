@@ -30,6 +30,7 @@ from ingester.iceberg_layer.producers import MergeOnReadFiles
 
 _ROW = "__ingester_row"
 PROBE_THREADS = 2
+MIN_PROBE_KEYS = 10_000  # a hash set of this many keys is well under a megabyte per key column
 
 
 def write_rows(
@@ -197,11 +198,14 @@ def merge_into(
 
 def _replaced(table: Table, tasks: Sequence[FileScanTask], keys: pa.Table, merge_batch_size: int) -> Iterator[tuple[DataFile, pa.Array]]:
     """(data file, positions of its rows whose key is in ``keys``) for each touched file;
-    two files are probed at a time (each read of key columns and hash probe is native code)."""
+    two files are probed at a time (each read of key columns and hash probe is native code).
+    Each file's key columns are read once and probed with chunks of ``merge_batch_size`` keys
+    (at least ``MIN_PROBE_KEYS``: smaller chunks save no memory worth the extra probes)."""
+    size = max(merge_batch_size, MIN_PROBE_KEYS)
+    chunks = [keys.slice(start, size) for start in range(0, keys.num_rows, size)]
+
     def probe(task: FileScanTask) -> tuple[DataFile, pa.Array]:
-        parts = [matching_positions(table, task.file, keys.slice(start, merge_batch_size), list(task.delete_files))
-                 for start in range(0, keys.num_rows, merge_batch_size)]
-        return task.file, pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
+        return task.file, matching_positions(table, task.file, chunks, list(task.delete_files))
 
     with ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="ingester-probe") as pool:
         for data_file, positions in pool.map(probe, tasks):

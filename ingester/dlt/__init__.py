@@ -3,8 +3,8 @@ queue-fed loads (``ingester_queue``)."""
 
 from __future__ import annotations
 
-from ingester.dlt.adapter import iceberg_adapter
+from ingester.dlt.adapter import PartitionTransform, iceberg_adapter, iceberg_partition
 from ingester.dlt.factory import iceberg, iceberg_rest
 from ingester.dlt.queue import ingester_queue
 
-__all__ = ["iceberg", "iceberg_adapter", "iceberg_rest", "ingester_queue"]
+__all__ = ["PartitionTransform", "iceberg", "iceberg_adapter", "iceberg_partition", "iceberg_rest", "ingester_queue"]

@@ -1,70 +1,150 @@
-"""``iceberg_adapter``: partition hints on a dlt resource.
+"""``iceberg_adapter``, ``iceberg_partition`` and ``PartitionTransform``: partition hints on a
+dlt resource, the way dlt-iceberg 0.6.4 spells them.
 
-Sets the column hints the commit path reads (``partition: true`` and
-``x-partition-transform``), so the spec applies when the table is created. Transforms:
-``identity``, ``year``, ``month``, ``day``, ``hour``, ``bucket[N]``, ``truncate[N]``; a
-column given without one gets ``month`` (timestamp / date) or ``identity`` (anything else).
+The adapter sets the column hints the commit path reads when it creates a table
+(``x-partition: true``, ``x-partition-transform``, ``x-partition-name``); an existing table
+keeps its spec. Transforms: ``identity``, ``year``, ``month``, ``day``, ``hour``,
+``bucket[N]``, ``truncate[N]``; a column given without one gets ``month`` (timestamp / date)
+or ``identity`` (anything else).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
+import dlt
 from dlt.common.schema.typing import TTableSchemaColumns
-from dlt.destinations.utils import get_resource_for_adapter
-from dlt.extract import DltResource
+from dlt.extract import DltResource, DltSource
 
-from ingester.partitioning import parse_transform
-
-TRANSFORM_HINT = "x-partition-transform"
-
-PartitionArg = str | Mapping[str, str | None] | Sequence[Any]
+from ingester.partitioning import NAME_HINT, PARTITION_HINT, TRANSFORM_HINT, parse_transform
 
 
-def _transform_of(spec: Any) -> tuple[str, str | None]:
-    """(column, transform) of a column name, a ``(column, transform)`` pair or a dlt
-    ``iceberg_partition`` spec (``source_column``, ``transform``, ``param_value``)."""
-    if isinstance(spec, str):
-        return spec, None
-    if isinstance(spec, tuple) and len(spec) == 2:
-        return str(spec[0]), spec[1]
-    column = getattr(spec, "source_column", None)
+@dataclass(frozen=True, slots=True)
+class PartitionTransform:
+    """One partition field: ``column``, ``transform`` (``identity``, ``month``, ``bucket``...),
+    its ``param`` (N of ``bucket[N]`` / ``truncate[N]``) and an optional field ``name``."""
+
+    column: str
+    transform: str
+    param: int | None = None
+    name: str | None = None
+
+    def to_hint_value(self) -> str:
+        """The ``x-partition-transform`` value: ``"bucket[10]"``, ``"month"``."""
+        return f"{self.transform}[{self.param}]" if self.param is not None else self.transform
+
+
+def _positive(what: str, value: int) -> int:
+    if value <= 0:
+        raise ValueError(f"{what} must be positive, got {value}")
+    return value
+
+
+class iceberg_partition:
+    """Partition specs for ``iceberg_adapter`` (as dlt-iceberg: the number comes first for
+    ``bucket`` and ``truncate``; ``name`` is the partition field's name)."""
+
+    @staticmethod
+    def identity(column: str, name: str | None = None) -> PartitionTransform:
+        return PartitionTransform(column, "identity", name=name)
+
+    @staticmethod
+    def year(column: str, name: str | None = None) -> PartitionTransform:
+        return PartitionTransform(column, "year", name=name)
+
+    @staticmethod
+    def month(column: str, name: str | None = None) -> PartitionTransform:
+        return PartitionTransform(column, "month", name=name)
+
+    @staticmethod
+    def day(column: str, name: str | None = None) -> PartitionTransform:
+        return PartitionTransform(column, "day", name=name)
+
+    @staticmethod
+    def hour(column: str, name: str | None = None) -> PartitionTransform:
+        return PartitionTransform(column, "hour", name=name)
+
+    @staticmethod
+    def bucket(num_buckets: int, column: str, name: str | None = None) -> PartitionTransform:
+        return PartitionTransform(column, "bucket", _positive("num_buckets", num_buckets), name)
+
+    @staticmethod
+    def truncate(width: int, column: str, name: str | None = None) -> PartitionTransform:
+        return PartitionTransform(column, "truncate", _positive("width", width), name)
+
+
+PartitionEntry = str | PartitionTransform | tuple[str, str] | Any
+PartitionArg = PartitionEntry | Mapping[str, str | None] | Sequence[PartitionEntry]
+
+
+def _spec_of(entry: Any) -> PartitionTransform:
+    """A column name, a ``(column, transform)`` pair, a ``PartitionTransform`` or dlt's own
+    ``iceberg_partition`` spec (``source_column``, ``transform``, ``param_value``, ``partition_field``)."""
+    if isinstance(entry, PartitionTransform):
+        return entry
+    if isinstance(entry, str):
+        return PartitionTransform(entry, "")
+    if isinstance(entry, tuple) and len(entry) == 2:
+        return PartitionTransform(str(entry[0]), str(entry[1]))
+    column = getattr(entry, "source_column", None)
     if column is None:
-        raise ValueError(f"partition entry {spec!r} is not a column name, (column, transform) or partition spec")
-    transform = str(spec.transform)
-    if getattr(spec, "param_value", None) is not None:
-        transform = f"{transform}[{spec.param_value}]"
-    return str(column), transform
+        raise ValueError(f"partition entry {entry!r} is not a column name, (column, transform) or partition spec")
+    return PartitionTransform(str(column), str(entry.transform), getattr(entry, "param_value", None),
+                              getattr(entry, "partition_field", None))
+
+
+def _entries(partition: PartitionArg) -> list[PartitionTransform]:
+    if isinstance(partition, Mapping):
+        return [PartitionTransform(column, transform or "") for column, transform in partition.items()]
+    if isinstance(partition, (str, PartitionTransform, tuple)) or hasattr(partition, "source_column"):
+        return [_spec_of(partition)]
+    return [_spec_of(p) for p in cast(Sequence[Any], partition)]
 
 
 def partition_hints(partition: PartitionArg) -> dict[str, dict[str, Any]]:
-    """Column hints for ``partition``; raises ValueError for an unknown transform."""
-    if isinstance(partition, Mapping):
-        entries = list(partition.items())
-    elif isinstance(partition, str):
-        entries = [(partition, None)]
-    else:
-        entries = [_transform_of(p) for p in partition]
+    """Column hints for ``partition``; raises ValueError for an unknown transform. A column
+    given without a transform gets none (its type decides when the table is created)."""
     hints: dict[str, dict[str, Any]] = {}
-    for column, transform in entries:
-        hints[column] = {"partition": True}
-        if transform is not None:
+    for spec in _entries(partition):
+        column = hints.setdefault(spec.column, {"name": spec.column})
+        column[PARTITION_HINT] = True
+        transform = spec.to_hint_value().strip().lower() if spec.transform else ""
+        if transform:
             parse_transform(transform)  # validate now, not at the first load
-            hints[column][TRANSFORM_HINT] = transform.strip().lower()
+            column[TRANSFORM_HINT] = transform
+        if spec.name:
+            column[NAME_HINT] = spec.name
     return hints
 
 
-def iceberg_adapter(data: Any, partition: PartitionArg | None = None) -> DltResource:
-    """Mark ``data`` (a resource, or raw data to wrap in one) for Iceberg partitioning.
+def _resource_for(data: Any) -> DltResource:
+    """``data`` as a resource: a resource, a source with exactly one selected resource, or raw
+    data (named ``content`` when it has no ``__name__``)."""
+    if isinstance(data, DltResource):
+        return data
+    if isinstance(data, DltSource):
+        resources = list(data.selected_resources.values())
+        if len(resources) != 1:
+            raise ValueError("iceberg_adapter takes a resource, raw data or a source with exactly one selected resource")
+        return cast(DltResource, resources[0])
+    if hasattr(data, "__name__"):
+        return cast(DltResource, dlt.resource(data))
+    return cast(DltResource, dlt.resource(data, name="content"))
 
-    ``partition``: a column name, a sequence of column names / ``(column, transform)`` pairs /
-    ``dlt`` ``iceberg_partition`` specs, or a mapping ``{column: transform}``. Returns the
-    resource with the hints applied; raises ValueError when nothing is given or a transform
-    is unknown.
+
+def iceberg_adapter(data: Any, partition: PartitionArg | None = None) -> DltResource:
+    """Mark ``data`` (a resource, a one-resource source, or raw data to wrap) for Iceberg
+    partitioning and return the resource.
+
+    ``partition``: a column name, a ``PartitionTransform`` (``iceberg_partition.month("ts",
+    "event_month")``), a ``(column, transform)`` pair, a list of these, or a mapping
+    ``{column: transform}``. None or empty: the resource unchanged. Raises ValueError for an
+    unknown transform.
     """
-    if not partition:
-        raise ValueError("iceberg_adapter needs `partition`")
-    resource = get_resource_for_adapter(data)
+    resource = _resource_for(data)
+    if partition is None or (not isinstance(partition, (str, PartitionTransform)) and not partition):
+        return resource
     resource.apply_hints(columns=cast(TTableSchemaColumns, partition_hints(partition)))
     return resource

@@ -7,9 +7,10 @@ table listing its files (kept in the load package); that follow-up job makes the
 commit. The commit carries one event id per file (load id + table + file name) in the
 snapshot summary, so a load resumed after a crash at any moment never commits a file twice.
 
-dlt's own tables are Iceberg tables too. Their names start with ``_``, which catalogs with
-S3 Tables naming rules refuse, so every table name is stored without its leading
-underscores (``_dlt_loads`` -> ``dlt_loads``); views and dlt keep the dlt names.
+dlt's own tables are Iceberg tables too, named as dlt-iceberg names them: ``_dlt_loads``,
+``_dlt_version``, ``_dlt_pipeline_state``, with ``internal_table_prefix`` in place of ``_dlt``
+(``"dlt"`` for catalogs with S3 Tables naming rules, which refuse a leading ``_``: then
+``dlt_loads``...); views and dlt keep the dlt names.
 """
 
 from __future__ import annotations
@@ -54,19 +55,21 @@ from dlt.destinations.job_impl import ReferenceFollowupJobRequest
 from dlt.destinations.sql_client import SqlClientBase, WithSqlClient
 from dlt.destinations.utils import verify_schema_merge_disposition
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchNamespaceError, NoSuchTableError
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo
+from pyiceberg.exceptions import BadRequestError, NamespaceAlreadyExistsError, NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
 from pyiceberg.table import Table
 
 from ingester.batch import Batch, Pending, TableRef
 from ingester.commit.committer import CommitResult, LoadedBatch, SnapshotCommitter, commit_with_retries
 from ingester.commit.options import WriteOptions
-from ingester.dlt.configuration import IcebergClientConfiguration
+from ingester.dlt.configuration import DLT_TABLE_PREFIX, IcebergClientConfiguration
 from ingester.dlt.jobs import StagedFileJob, table_followups
 from ingester.dlt.package import parent_row_ids
 from ingester.dlt.sql_client import IcebergSqlClient
 from ingester.errors import TerminalError
 from ingester.events import FileEvent
+from ingester.iceberg_layer import markers as mk
+from ingester.iceberg_layer.deletes import equality_deletes_as_positions, has_equality_deletes
 from ingester.publish import event_id, file_event, table_hints
 from ingester.storage import FileReader
 
@@ -76,6 +79,27 @@ T = TypeVar("T")
 
 def _equals(column: str, value: Any) -> BooleanExpression:
     return EqualTo(column, value)  # type: ignore[call-arg,arg-type]  # pydantic model signature
+
+
+def _one_of(column: str, values: list[Any]) -> BooleanExpression:
+    return In(column, values)  # type: ignore[call-arg]  # pydantic model signature
+
+
+def _snapshot_before(table: Table, load_id: str) -> int | None:
+    """The snapshot ``table`` had before the commit of dlt load ``load_id`` (the current one
+    while no snapshot carries that load's marker)."""
+    for snapshot in table.metadata.snapshots:
+        summary = snapshot.summary.additional_properties if snapshot.summary else {}
+        if load_id in json.loads(summary.get(mk.LOAD_IDS, "[]")):
+            return snapshot.parent_snapshot_id
+    current = table.current_snapshot()
+    return current.snapshot_id if current else None
+
+
+def _metadata_version(path: Path) -> tuple[int, str]:
+    """Sort key of ``00012-<uuid>.metadata.json`` / ``v12.metadata.json``: the version number."""
+    digits = "".join(c for c in path.name.split("-")[0].split(".")[0] if c.isdigit())
+    return (int(digits) if digits else -1, path.name)
 
 
 def _run(main: Callable[[], Awaitable[T]]) -> T:
@@ -90,10 +114,6 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
         return helper.submit(anyio.run, main).result()
 
 
-def iceberg_table_name(name: str) -> str:
-    """The Iceberg name of dlt table ``name``: leading underscores dropped (``_dlt_loads`` ->
-    ``dlt_loads``), since S3 Tables style catalogs refuse them."""
-    return name.lstrip("_") or name
 
 
 class IcebergCommitJob(RunnableLoadJob):
@@ -133,15 +153,25 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         return self._catalog
 
     def table_ref(self, table_name: str) -> TableRef:
-        return TableRef(self.namespace, iceberg_table_name(table_name))
+        return TableRef(self.namespace, self.config.physical_table_name(table_name))
 
     def load_table(self, table_name: str) -> Table:
-        """The Iceberg table of dlt table ``table_name``; raises ``DestinationUndefinedEntity``."""
+        """The Iceberg table of dlt table ``table_name``; raises ``DestinationUndefinedEntity``,
+        or ``DestinationTerminalException`` naming ``internal_table_prefix`` when the catalog
+        refuses the name of one of dlt's own tables (S3 Tables rules: no leading ``_``)."""
         ref = self.table_ref(table_name)
         try:
             return self.catalog.load_table((ref.namespace, ref.name))
         except (NoSuchTableError, NoSuchNamespaceError) as exc:
             raise DestinationUndefinedEntity(str(ref)) from exc
+        except BadRequestError as exc:
+            if table_name.startswith(DLT_TABLE_PREFIX) and ref.name.startswith("_"):
+                raise DestinationTerminalException(
+                    f"the catalog refuses table name {ref.name!r} ({exc}); it takes no leading '_' "
+                    f"(S3 Tables naming rules): set internal_table_prefix='dlt' to store dlt's own "
+                    f"tables as dlt_loads, dlt_version and dlt_pipeline_state"
+                ) from exc
+            raise
 
     def _committer(self, package: Path | None = None) -> SnapshotCommitter:
         return SnapshotCommitter(
@@ -149,10 +179,11 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             FileReader([str(package)] if package else []),
             options=WriteOptions(
                 strict_casting=self.config.strict_casting,
-                merge_batch_size=self.config.merge_batch_size,
+                merge_batch_size=self.config.merge_batch(),
                 verify_files=False,  # dlt's normalizer just wrote these files in this load package
             ),
             fail_on_reject=True,
+            table_location=lambda ref: self.config.table_location(ref.namespace, ref.name),
         )
 
     def _retried(self, fn: Callable[[], T], what: str) -> T:
@@ -168,16 +199,46 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         parent = self.schema.tables[table_name].get("parent")
         return self._root(parent) if parent else table_name
 
-    def _parent_keys(self, table: PreparedTableSchema, merge_key: Sequence[str], package: Path) -> pa.Table | None:
-        """For a nested table of a merge: the ``_dlt_id`` of every root row in this load, as
-        values of the nested table's root key, so children of an updated or deleted parent go
-        even when the parent now has none. None for other tables."""
+    def _parent_keys(self, table: PreparedTableSchema, merge_key: Sequence[str], package: Path, load_id: str) -> pa.Table | None:
+        """For a nested table of a merge: the ``_dlt_id`` of every root row in this load and of
+        every root row it replaces or deletes, as values of the nested table's root key, so the
+        children of an updated or deleted parent go (even when the parent now has none, and
+        whatever row ids the parents got: random ones, as dlt-iceberg's default strategy gives
+        them, or key hashes). None for other tables."""
         if not table.get("parent") or len(merge_key) != 1:
             return None
         root = self._root(str(table["parent"]))
         if self.schema.tables[root].get("write_disposition") != "merge":
             return None
-        return pa.table({merge_key[0]: parent_row_ids(package, root, self._column("_dlt_id"))})
+        files = sorted(package.glob(f"*/{root}.*.parquet"))
+        ids = list(parent_row_ids(package, root, self._column("_dlt_id")).chunks)
+        ids += self._without_equality_deletes(root, lambda: self._replaced_root_ids(root, files, load_id))
+        return pa.table({merge_key[0]: pa.chunked_array(ids, pa.string())})
+
+    def _replaced_root_ids(self, root: str, files: Sequence[Path], load_id: str) -> list[pa.Array]:
+        """``_dlt_id`` of the rows of table ``root`` whose key is in ``files``, as the table was
+        before this load's commit to it (the parent of the snapshot marked with ``load_id``;
+        the current snapshot while it has none). Reads the key and ``_dlt_id`` columns."""
+        keys = table_hints(dict(self.prepare_load_table(root)))
+        names = list(keys["primary_key"] or keys["merge_key"])
+        if not names or not files:
+            return []
+        try:
+            iceberg = self.load_table(root)
+        except DestinationUndefinedEntity:
+            return []
+        before = _snapshot_before(iceberg, load_id)
+        if before is None:
+            return []
+        wanted = pa.concat_tables([pq.read_table(p, columns=names) for p in files]).group_by(names).aggregate([])
+        first = wanted.column(0).drop_null().unique().to_pylist()
+        if not first:
+            return []
+        dlt_id = self._column("_dlt_id")
+        found = iceberg.scan(row_filter=_one_of(names[0], first), selected_fields=(*names, dlt_id), snapshot_id=before).to_arrow()
+        matched = found.cast(pa.schema([found.schema.field(n).with_type(wanted.schema.field(n).type) if n in names
+                                        else found.schema.field(n) for n in found.column_names]))
+        return list(matched.join(wanted, names, join_type="left semi").column(dlt_id).chunks)
 
     def _delete_batch(self, name: str, hints: dict[str, Any]) -> Batch:
         """A batch without files that still names the table's merge key (delete-only merge);
@@ -211,17 +272,55 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         ``package``). Blocks; retries transient errors; raises ``DestinationTerminalException``."""
         name = str(table["name"])
         hints = table_hints(dict(table))
+        hard_delete = self.config.hard_delete_column
+        if hard_delete and hard_delete in hints["columns"]:  # dlt-iceberg's: set (not null) deletes the key
+            hints["columns"][hard_delete] = {**hints["columns"][hard_delete], "hard_delete": True}
         events = [file_event(p, name, load_id=load_id, namespace=self.namespace, **hints) for p in paths]
-        parents = self._parent_keys(table, hints["merge_key"], package)
+        parents = self._parent_keys(table, hints["merge_key"], package, load_id)
         if not events and parents is None:
             return CommitResult(self.table_ref(name), None)
         if not events:
             batch = self._delete_batch(name, hints)
-            return self._retried(lambda: self._committer().apply(LoadedBatch(batch, ()), parents), f"delete {batch.table}")
+            return self._without_equality_deletes(name, lambda: self._retried(
+                lambda: self._committer().apply(LoadedBatch(batch, ()), parents), f"delete {batch.table}"))
         batch = Batch(self.table_ref(name), tuple(Pending(e) for e in events))
-        result = self._commit(self._committer(package), batch, parents)
+        result = self._without_equality_deletes(name, lambda: self._commit(self._committer(package), batch, parents))
         log.info("%s: load %s: %d rows from %d files (%d already committed)", batch.table, load_id, result.rows, result.files, result.duplicates)
+        self._apply_docs(table)
         return result
+
+    def _without_equality_deletes(self, table_name: str, fn: Callable[[], T]) -> T:
+        """``fn()``; when it fails on equality delete files in the table (pyiceberg cannot
+        plan those; dlt-iceberg merges with them), turn them into position deletes with the
+        same effect (one snapshot) and run ``fn`` again. Blocks."""
+        try:
+            return fn()
+        except ValueError:
+            if not has_equality_deletes(self.load_table(table_name)):
+                raise
+        ref = self.table_ref(table_name)
+        removed = self._retried(lambda: equality_deletes_as_positions(self.load_table(table_name), lambda _: {}),
+                                f"rewrite equality deletes of {ref}")
+        log.info("%s: %d equality delete files (dlt-iceberg's) rewritten as position deletes", ref, removed)
+        return fn()
+
+    def _apply_docs(self, table: PreparedTableSchema) -> None:
+        """Carry dlt column ``description``s to the Iceberg field docs (a changed description
+        replaces the doc; a missing one keeps it), as dlt-iceberg does. Metadata only."""
+        docs = {n: str(c["description"]) for n, c in table.get("columns", {}).items() if c.get("description")}
+        if not docs:
+            return
+
+        def update() -> None:
+            iceberg = self.load_table(str(table["name"]))
+            fields = {f.name: f for f in iceberg.schema().fields}
+            changed = {n: d for n, d in docs.items() if n in fields and fields[n].doc != d}
+            if changed:
+                with iceberg.update_schema() as schema:
+                    for column, doc in changed.items():
+                        schema.update_column(column, doc=doc)
+
+        self._retried(update, f"docs of {table['name']}")
 
     def _append_rows(self, table_name: str, rows: list[dict[str, Any]], arrow_schema: pa.Schema, marker: str) -> CommitResult:
         """Append ``rows`` to a dlt system table, once per ``marker`` (an idempotent commit)."""
@@ -254,6 +353,8 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             self.catalog.create_namespace(self.namespace)
         except NamespaceAlreadyExistsError:
             pass
+        if self.config.register_new_tables:
+            self._register_tables_from_storage()
         for name in truncate_tables or ():
             if not self._replaced_by_its_job(name):
                 self._truncate(name)
@@ -273,7 +374,25 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             return
         if table.current_snapshot() is not None:
             log.info("truncating %s (replace without rows in this load)", self.table_ref(table_name))
-            self._retried(lambda: table.refresh().delete(AlwaysTrue()), f"truncate {table_name}")
+            self._without_equality_deletes(table_name, lambda: self._retried(
+                lambda: table.refresh().delete(AlwaysTrue()), f"truncate {table_name}"))
+
+    def _register_tables_from_storage(self) -> None:
+        """Register every ``<warehouse>/<namespace>/<table>/metadata/`` folder the catalog does
+        not list, at its newest metadata file (``register_new_tables``, as dlt-iceberg)."""
+        folder = self.config.local_warehouse()
+        assert folder is not None  # checked when the configuration resolved
+        listed = {ident[-1] for ident in self.catalog.list_tables(self.namespace)}
+        for table_dir in sorted(p for p in (folder / self.namespace).glob("*/metadata") if p.is_dir()):
+            name = self.config.physical_table_name(table_dir.parent.name)
+            files = sorted(table_dir.glob("*.metadata.json"), key=_metadata_version)
+            if name in listed or not files:
+                continue
+            try:
+                self.catalog.register_table((self.namespace, name), files[-1].resolve().as_uri())
+                log.info("registered %s.%s from %s", self.namespace, name, files[-1])
+            except Exception as exc:  # noqa: BLE001 - as dlt-iceberg: one bad folder does not stop the load
+                log.warning("could not register %s.%s from %s: %s", self.namespace, name, files[-1], exc)
 
     def is_storage_initialized(self) -> bool:
         try:
@@ -290,12 +409,13 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         self.catalog.drop_namespace(self.namespace)
 
     def drop_tables(self, *tables: str, delete_schema: bool = True) -> None:
-        """Drop the Iceberg tables of ``tables``; with ``delete_schema`` also this schema's
-        stored versions (so they are not restored)."""
+        """Drop the Iceberg tables of ``tables`` and their files (``purge_table``; a REST catalog
+        purges on its side); with ``delete_schema`` also this schema's stored versions (so they
+        are not restored)."""
         for name in tables:
             ref = self.table_ref(name)
             try:
-                self.catalog.drop_table((ref.namespace, ref.name))
+                self.catalog.purge_table((ref.namespace, ref.name))
             except NoSuchTableError:
                 pass
         if delete_schema:

@@ -4,32 +4,45 @@ lazily, in ``client_class``."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
+from dlt.common.configuration import known_sections, resolve_configuration
+from dlt.common.configuration.container import Container
+from dlt.common.configuration.providers import EnvironProvider
+from dlt.common.configuration.specs.config_section_context import ConfigSectionContext
+from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
+from dlt.common.typing import AnyType
 from dlt.common.destination import Destination, DestinationCapabilitiesContext
 
 from ingester.dlt.configuration import (
+    DEFAULT_HARD_DELETE_COLUMN,
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_BACKOFF_BASE,
+    REST_INTERNAL_TABLE_PREFIX,
+    REST_SCOPE,
+    REST_SIGNING_NAME,
     IcebergClientConfiguration,
     IcebergRestClientConfiguration,
 )
-from ingester.settings import DEFAULT_MERGE_BATCH_SIZE
 
 if TYPE_CHECKING:
     from ingester.dlt.client import IcebergJobClient
 
 TIMESTAMP_PRECISION = 6  # Iceberg v2 timestamps are microseconds
 DECIMAL_PRECISION = (38, 9)  # as ingester.schema.DLT_TYPES
+WEI_PRECISION = (38, 0)  # Iceberg decimals end at 38 digits (dlt's default is 76)
+DLT_ICEBERG_SECTION = "iceberg_rest_class_based"  # dlt-iceberg's factory class: its config section
 
 
 def capabilities() -> DestinationCapabilitiesContext:
     caps = DestinationCapabilitiesContext.generic_capabilities(
         preferred_loader_file_format="parquet",
         supported_table_formats=["iceberg"],
-        # upsert is the default: dlt then derives root row ids from the primary key, so the
-        # nested rows of an updated parent are replaced. delete-insert serves merge keys.
-        supported_merge_strategies=["upsert", "delete-insert"],
+        # delete-insert is the default, as in dlt-iceberg: a merge without a key appends. With a
+        # primary key both strategies upsert (last row per key wins); nested rows of replaced
+        # parents go whatever row ids the parents have.
+        supported_merge_strategies=["delete-insert", "upsert"],
     )
     caps.supported_loader_file_formats = ["parquet", "reference"]
     caps.preferred_table_format = "iceberg"
@@ -40,6 +53,7 @@ def capabilities() -> DestinationCapabilitiesContext:
     caps.timestamp_precision = TIMESTAMP_PRECISION
     caps.max_timestamp_precision = TIMESTAMP_PRECISION
     caps.decimal_precision = DECIMAL_PRECISION
+    caps.wei_precision = WEI_PRECISION
     caps.supports_transactions = False
     caps.supports_ddl_transactions = False
     return caps
@@ -77,8 +91,12 @@ class iceberg(_EngineDestination, Destination[IcebergClientConfiguration, "Icebe
         ingester_home: str | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         retry_backoff_base: float = DEFAULT_RETRY_BACKOFF_BASE,
-        merge_batch_size: int = DEFAULT_MERGE_BATCH_SIZE,
+        merge_batch_size: int | None = None,
         strict_casting: bool = False,
+        internal_table_prefix: str = "dlt",
+        hard_delete_column: str | None = DEFAULT_HARD_DELETE_COLUMN,
+        table_location_layout: str | None = None,
+        register_new_tables: bool = False,
         destination_name: str | None = None,
         environment: str | None = None,
         **kwargs: Any,
@@ -92,6 +110,10 @@ class iceberg(_EngineDestination, Destination[IcebergClientConfiguration, "Icebe
             retry_backoff_base=retry_backoff_base,
             merge_batch_size=merge_batch_size,
             strict_casting=strict_casting,
+            internal_table_prefix=internal_table_prefix,
+            hard_delete_column=hard_delete_column,
+            table_location_layout=table_location_layout,
+            register_new_tables=register_new_tables,
             destination_name=destination_name,
             environment=environment,
             **kwargs,
@@ -100,8 +122,10 @@ class iceberg(_EngineDestination, Destination[IcebergClientConfiguration, "Icebe
 
 class iceberg_rest(_EngineDestination, Destination[IcebergRestClientConfiguration, "IcebergJobClient"]):
     """dlt-iceberg's ``iceberg_rest`` (same parameters, names and defaults), on the ingester's
-    commit path. Every parameter can also come from dlt config / secrets
-    (``[destination.iceberg_rest]``, ``DESTINATION__ICEBERG_REST__CATALOG_URI``)."""
+    commit path. Every parameter can also come from dlt config / secrets: dlt-iceberg's section
+    ``[destination.iceberg_rest_class_based]`` (``DESTINATION__ICEBERG_REST_CLASS_BASED__*``)
+    and this factory's own ``[destination.iceberg_rest]``, which wins where both set a value.
+    With ``destination_name`` set, only that name's section is read (as in dlt)."""
 
     spec = IcebergRestClientConfiguration
 
@@ -112,17 +136,24 @@ class iceberg_rest(_EngineDestination, Destination[IcebergRestClientConfiguratio
         warehouse: str | None = None,
         credential: str | None = None,
         oauth2_server_uri: str | None = None,
+        scope: str | None = REST_SCOPE,
         token: str | None = None,
         sigv4_enabled: bool = False,
         signing_region: str | None = None,
+        signing_name: str = REST_SIGNING_NAME,
         s3_endpoint: str | None = None,
         s3_access_key_id: str | None = None,
         s3_secret_access_key: str | None = None,
         s3_region: str | None = None,
+        py_io_impl: str | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         retry_backoff_base: float = DEFAULT_RETRY_BACKOFF_BASE,
-        merge_batch_size: int = DEFAULT_MERGE_BATCH_SIZE,
         strict_casting: bool = False,
+        merge_batch_size: int | None = None,
+        table_location_layout: str | None = None,
+        register_new_tables: bool = False,
+        hard_delete_column: str | None = DEFAULT_HARD_DELETE_COLUMN,
+        internal_table_prefix: str = REST_INTERNAL_TABLE_PREFIX,
         destination_name: str | None = None,
         environment: str | None = None,
         **kwargs: Any,
@@ -133,21 +164,56 @@ class iceberg_rest(_EngineDestination, Destination[IcebergRestClientConfiguratio
             warehouse=warehouse,
             credential=credential,
             oauth2_server_uri=oauth2_server_uri,
+            scope=scope,
             token=token,
             sigv4_enabled=sigv4_enabled,
             signing_region=signing_region,
+            signing_name=signing_name,
             s3_endpoint=s3_endpoint,
             s3_access_key_id=s3_access_key_id,
             s3_secret_access_key=s3_secret_access_key,
             s3_region=s3_region,
+            py_io_impl=py_io_impl,
             max_retries=max_retries,
             retry_backoff_base=retry_backoff_base,
-            merge_batch_size=merge_batch_size,
             strict_casting=strict_casting,
+            merge_batch_size=merge_batch_size,
+            table_location_layout=table_location_layout,
+            register_new_tables=register_new_tables,
+            hard_delete_column=hard_delete_column,
+            internal_table_prefix=internal_table_prefix,
             destination_name=destination_name,
             environment=environment,
             **kwargs,
         )
+
+    def configuration(self, initial_config: IcebergRestClientConfiguration, accept_partial: bool = False) -> IcebergRestClientConfiguration:
+        """Resolve as dlt does, with the values of dlt-iceberg's section as defaults (so this
+        factory's section, generic keys and arguments override them)."""
+        config = initial_config or self.spec()
+        if self.configured_name is None and _dlt_iceberg_section_present():
+            theirs = resolve_configuration(self.spec(), sections=(known_sections.DESTINATION, DLT_ICEBERG_SECTION), accept_partial=True)
+            for key in theirs.__resolved_fields_set__:
+                if key != "credentials":
+                    setattr(config, key, getattr(theirs, key))
+        return super().configuration(config, accept_partial)
+
+
+def _dlt_iceberg_section_present() -> bool:
+    """Whether any config provider has ``destination.iceberg_rest_class_based`` (also under the
+    pipeline's name): a cheap look, so most resolutions skip the second pass."""
+    context = Container()[ConfigSectionContext]
+    marker = f"{known_sections.DESTINATION}__{DLT_ICEBERG_SECTION}__".upper()
+    for provider in Container()[PluggableRunContext].providers.providers:
+        if isinstance(provider, EnvironProvider):
+            if any(marker in key for key in os.environ):
+                return True
+            continue
+        for pipeline_name in {None, context.pipeline_name}:
+            value, _ = provider.get_value(DLT_ICEBERG_SECTION, AnyType, pipeline_name, known_sections.DESTINATION)
+            if value is not None:
+                return True
+    return False
 
 
 iceberg.register()

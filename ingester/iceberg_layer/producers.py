@@ -2,6 +2,7 @@
 
 ``MergeOnReadFiles``: one OVERWRITE snapshot adding data files and position delete files (merge).
 ``CompactionFiles``: one REPLACE snapshot rewriting data files and dropping their delete files.
+``DeleteRewriteFiles``: one REPLACE snapshot swapping delete files for position delete files.
 ``DeleteManifestWriter``: a v2 manifest of delete files.
 """
 
@@ -37,6 +38,31 @@ class DeleteManifestWriter(ManifestWriterV2):
         return {**super()._meta, "content": "deletes"}
 
 
+def _with_delete_manifests(producer: _FastAppendFiles | _OverwriteFiles, manifests: Callable[[], list[ManifestFile]]) -> list[ManifestFile]:
+    """``manifests()`` (the base class's) over the added data files only, plus one delete
+    manifest per spec for the added position delete files."""
+    everything = list(producer._added_data_files)
+    deletes = [f for f in everything if f.content == DataFileContent.POSITION_DELETES]
+    producer._added_data_files = [f for f in everything if f.content == DataFileContent.DATA]
+    try:
+        out = manifests()
+    finally:
+        producer._added_data_files = everything
+    meta = producer._transaction.table_metadata
+    by_spec: dict[int, list[DataFile]] = {}
+    for f in deletes:
+        by_spec.setdefault(f.spec_id, []).append(f)
+    for spec_id, files in by_spec.items():
+        writer = DeleteManifestWriter(meta.specs()[spec_id], meta.schema(), producer.new_manifest_output(),
+                                      producer._snapshot_id, producer._compression)
+        with writer:
+            for f in files:
+                writer.add(ManifestEntry.from_args(status=ManifestEntryStatus.ADDED, snapshot_id=producer._snapshot_id,
+                                                   sequence_number=None, file_sequence_number=None, data_file=f))
+        out.append(writer.to_manifest_file())
+    return out
+
+
 class MergeOnReadFiles(_FastAppendFiles):
     """One OVERWRITE snapshot that adds data files and position delete files."""
 
@@ -44,27 +70,7 @@ class MergeOnReadFiles(_FastAppendFiles):
         super().__init__(*args, operation=Operation.OVERWRITE, **kwargs)  # type: ignore[arg-type, misc]
 
     def _manifests(self) -> list[ManifestFile]:
-        everything = list(self._added_data_files)
-        deletes = [f for f in everything if f.content == DataFileContent.POSITION_DELETES]
-        self._added_data_files = [f for f in everything if f.content == DataFileContent.DATA]
-        try:
-            manifests = super()._manifests()
-        finally:
-            self._added_data_files = everything
-        if deletes:
-            meta = self._transaction.table_metadata
-            by_spec: dict[int, list[DataFile]] = {}
-            for f in deletes:
-                by_spec.setdefault(f.spec_id, []).append(f)
-            for spec_id, files in by_spec.items():
-                writer = DeleteManifestWriter(meta.specs()[spec_id], meta.schema(), self.new_manifest_output(),
-                                               self._snapshot_id, self._compression)
-                with writer:
-                    for f in files:
-                        writer.add(ManifestEntry.from_args(status=ManifestEntryStatus.ADDED, snapshot_id=self._snapshot_id,
-                                                           sequence_number=None, file_sequence_number=None, data_file=f))
-                manifests.append(writer.to_manifest_file())
-        return manifests
+        return _with_delete_manifests(self, super()._manifests)
 
 
 class CompactionFiles(_OverwriteFiles):
@@ -131,3 +137,12 @@ class CompactionFiles(_OverwriteFiles):
         if manifest.content == ManifestContent.DELETES:
             return DeleteManifestWriter(spec, self.schema(), self.new_manifest_output(), self._snapshot_id, self._compression)
         return self.new_manifest_writer(spec)
+
+
+class DeleteRewriteFiles(CompactionFiles):
+    """A ``CompactionFiles`` whose added files are position delete files (the rows stay; only
+    how their deletion is recorded changes), e.g. for equality delete files given to
+    ``delete_data_file``."""
+
+    def _manifests(self) -> list[ManifestFile]:
+        return _with_delete_manifests(self, super()._manifests)

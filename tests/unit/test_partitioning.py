@@ -25,7 +25,22 @@ def test_defaults_month_for_time_identity_otherwise() -> None:
     spec = spec_for(SCHEMA, {"ts": {"partition": True}, "region": {"partition": True},
                              "uid": {"partition": True, "x-partition-transform": "bucket[4]"}})
     assert [f.transform for f in spec.fields] == [MonthTransform(), IdentityTransform(), BucketTransform(4)]
-    assert [f.name for f in spec.fields] == ["ts_month", "region", "uid_bucket_4"]
+    assert [f.name for f in spec.fields] == ["ts_month", "region_identity", "uid_bucket_4"]
+    assert [f.field_id for f in spec.fields] == [1000, 1001, 1002]
+
+
+def test_dlt_iceberg_hints_flag_transform_and_field_name() -> None:
+    """``x-partition`` marks a column as ``partition`` does; ``x-partition-name`` /
+    ``partition_name`` name the field; the default names are dlt-iceberg's."""
+    spec = spec_for(SCHEMA, {
+        "ts": {"x-partition": True, "x-partition-transform": "day", "x-partition-name": "event_day"},
+        "region": {"x-partition": True, "partition_transform": "truncate[2]"},
+        "uid": {"partition": True, "partition_transform": "bucket[8]", "partition_name": "user_bucket"},
+    })
+    assert [(f.transform, f.name) for f in spec.fields] == [
+        (DayTransform(), "event_day"), (TruncateTransform(2), "region_truncate_2"), (BucketTransform(8), "user_bucket"),
+    ]
+    assert spec_for(SCHEMA, {"region": {"x-partition": False}, "uid": {}}).is_unpartitioned()
 
 
 def test_bad_hints_name_the_column() -> None:
