@@ -140,9 +140,9 @@ class SnapshotCommitter:
         self.group = group
         self.options = options
         self.fail_on_reject = fail_on_reject
-        self.table_location = table_location
         self._markers = mk.MarkerCache()
         self._lock = threading.Lock()
+        self.table_location = table_location
 
     def read(self, batch: Batch) -> LoadedBatch:
         """Read every file's footer (``reader.read_concurrency`` at once; one read of each

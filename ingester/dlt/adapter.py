@@ -10,7 +10,7 @@ or ``identity`` (anything else).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -42,29 +42,24 @@ def _positive(what: str, value: int) -> int:
     return value
 
 
+def _plain(transform: str) -> Callable[..., PartitionTransform]:
+    def spec(column: str, name: str | None = None) -> PartitionTransform:
+        return PartitionTransform(column, transform, name=name)
+
+    spec.__doc__ = f"``{transform}`` of ``column``; ``name``: the partition field's name."
+    return staticmethod(spec)  # type: ignore[return-value]
+
+
 class iceberg_partition:
-    """Partition specs for ``iceberg_adapter`` (as dlt-iceberg: the number comes first for
-    ``bucket`` and ``truncate``; ``name`` is the partition field's name)."""
+    """Partition specs for ``iceberg_adapter`` (as dlt-iceberg: ``identity``, ``year``,
+    ``month``, ``day``, ``hour`` take ``(column, name=None)``; ``bucket`` and ``truncate``
+    take the number first; ``name`` is the partition field's name)."""
 
-    @staticmethod
-    def identity(column: str, name: str | None = None) -> PartitionTransform:
-        return PartitionTransform(column, "identity", name=name)
-
-    @staticmethod
-    def year(column: str, name: str | None = None) -> PartitionTransform:
-        return PartitionTransform(column, "year", name=name)
-
-    @staticmethod
-    def month(column: str, name: str | None = None) -> PartitionTransform:
-        return PartitionTransform(column, "month", name=name)
-
-    @staticmethod
-    def day(column: str, name: str | None = None) -> PartitionTransform:
-        return PartitionTransform(column, "day", name=name)
-
-    @staticmethod
-    def hour(column: str, name: str | None = None) -> PartitionTransform:
-        return PartitionTransform(column, "hour", name=name)
+    identity = _plain("identity")
+    year = _plain("year")
+    month = _plain("month")
+    day = _plain("day")
+    hour = _plain("hour")
 
     @staticmethod
     def bucket(num_buckets: int, column: str, name: str | None = None) -> PartitionTransform:

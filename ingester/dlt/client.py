@@ -66,7 +66,7 @@ from ingester.dlt.configuration import DLT_TABLE_PREFIX, IcebergClientConfigurat
 from ingester.dlt.jobs import StagedFileJob, table_followups
 from ingester.dlt.package import parent_row_ids
 from ingester.dlt.sql_client import IcebergSqlClient
-from ingester.errors import TerminalError
+from ingester.errors import TerminalError, is_auth_failure
 from ingester.events import FileEvent
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.deletes import equality_deletes_as_positions, has_equality_deletes
@@ -265,6 +265,14 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
                 raise TerminalError("; ".join(r.reason for r in result.rejected))
         except TerminalError as exc:
             raise DestinationTerminalException(str(exc)) from exc
+        except OSError as exc:
+            if self.config.table_location_layout and is_auth_failure(exc):
+                raise DestinationTerminalException(
+                    f"{batch.table}: the storage refuses writes at the location table_location_layout gives "
+                    f"({self.config.table_location(batch.table.namespace, batch.table.name)}): {exc}; catalogs that place "
+                    f"their tables themselves (S3 Tables) take no table_location_layout"
+                ) from exc
+            raise
         return result
 
     def commit_files(self, table: PreparedTableSchema, paths: Sequence[Path], load_id: str, package: Path) -> CommitResult:

@@ -52,8 +52,7 @@ def capabilities() -> DestinationCapabilitiesContext:
     caps.sqlglot_dialect = "duckdb"
     caps.timestamp_precision = TIMESTAMP_PRECISION
     caps.max_timestamp_precision = TIMESTAMP_PRECISION
-    caps.decimal_precision = DECIMAL_PRECISION
-    caps.wei_precision = WEI_PRECISION
+    caps.decimal_precision, caps.wei_precision = DECIMAL_PRECISION, WEI_PRECISION
     caps.supports_transactions = False
     caps.supports_ddl_transactions = False
     return caps

@@ -14,7 +14,9 @@ pyproject.toml: each is re-checked by the test suite on an upgrade.
   data files of a partitioned table inside OUR producer (public ``append`` makes its own snapshot).
 - ``pyiceberg.table.update.snapshot._SnapshotProducer`` (datafiles): the producer type.
 - ``pyiceberg.table.update.snapshot._FastAppendFiles`` (producers): base of ``MergeOnReadFiles``;
-  its ``_manifests``, ``_added_data_files``, ``_transaction``, ``_snapshot_id``, ``_compression``.
+  its ``_manifests``, ``_added_data_files``, ``_transaction``, ``_snapshot_id``, ``_compression``
+  (the same four of ``_OverwriteFiles`` for ``DeleteRewriteFiles``: delete manifests of added
+  position deletes, ``_with_delete_manifests``).
 - ``pyiceberg.table.update.snapshot._OverwriteFiles`` (producers): base of ``CompactionFiles``;
   overrides ``_refresh_for_retry``, ``_validate_concurrency``, ``_summary``, ``_deleted_entries``,
   ``_existing_manifests``; reads ``_commit_window``, ``_deleted_data_files``, ``_parent_snapshot_id``.

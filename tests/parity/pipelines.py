@@ -175,7 +175,7 @@ def error_of(fn: Callable[[], Any]) -> str | None:
     try:
         fn()
     except Exception as exc:  # noqa: BLE001 - the case records it
-        return f"{type(exc).__name__}: {exc}"
+        return step_error(exc)
     return None
 
 
@@ -488,7 +488,7 @@ def incremental_state(c: Case) -> None:
 def opt_table_location_layout(c: Case) -> None:
     # relative to the warehouse; a REST catalog's warehouse is a name, so there it is absolute
     layout = "custom_path/{namespace}/{table_name}" if c.kind == "sql" else f"s3://{c.rest['warehouse']}/custom_path/{{namespace}}/{{table_name}}"
-    c.pipeline(table_location_layout=layout).run(events(0, 3))
+    c.findings["run"] = error_of(lambda: c.pipeline(table_location_layout=layout).run(events(0, 3)))
     c.observe()
     c.findings["bad_layout"] = error_of(lambda: c.pipeline("bad", table_location_layout="{nope}/{table_name}").run(events(0, 1)))
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from dlt.common.destination.exceptions import DestinationTerminalException
 from dlt.pipeline.exceptions import PipelineStepFailed
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import BadRequestError, CommitFailedException, WaitingForLockException
 
 from ingester import iceberg
 from ingester.commit import SnapshotCommitter
@@ -189,3 +189,114 @@ def test_a_pipeline_runs_inside_a_running_event_loop(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert sorted(r["id"] for r in rows(pipeline(tmp_path), "items")) == [0, 1, 2]
+
+
+def test_refresh_drop_resources_purges_the_dropped_tables_files(tmp_path: Path) -> None:
+    p = pipeline(tmp_path)
+    p.run(items(5))
+    client = p.destination_client()
+    assert isinstance(client, IcebergJobClient)
+    old = [Path(t.file.file_path.removeprefix("file://")) for t in client.load_table("items").scan().plan_files()]
+    assert old and all(f.exists() for f in old)
+    p.run(items(2), refresh="drop_resources")
+    assert not any(f.exists() for f in old)
+
+
+@dlt.resource(name="people", write_disposition="merge", primary_key="id")
+def people(rows_: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    yield from rows_
+
+
+@pytest.mark.parametrize("strategy", ["upsert", "delete-insert"])
+def test_hard_delete_column_deletes_the_key(tmp_path: Path, strategy: str) -> None:
+    """dlt-iceberg's ``hard_delete_column`` (default ``_dlt_deleted_at``): a row where it is set
+    deletes its key and is not inserted; a load of only such rows deletes them."""
+    @dlt.resource(name="people", write_disposition={"disposition": "merge", "strategy": strategy}, primary_key="id")  # type: ignore[misc]
+    def resource(rows_: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        yield from rows_
+
+    p = pipeline(tmp_path)
+    p.run(resource([{"id": i, "name": f"p{i}"} for i in range(5)]))
+    gone = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    p.run(resource([{"id": 1, "name": "p1", "_dlt_deleted_at": gone}, {"id": 2, "name": "p2 new"}, {"id": 9, "name": "p9"}]))
+    assert sorted((r["id"], r["name"]) for r in rows(p, "people")) == [(0, "p0"), (2, "p2 new"), (3, "p3"), (4, "p4"), (9, "p9")]
+    p.run(resource([{"id": i, "name": "x", "_dlt_deleted_at": gone} for i in (0, 3)]))
+    assert sorted(r["id"] for r in rows(p, "people")) == [2, 4, 9]
+    off = pipeline(tmp_path, "off", hard_delete_column=None)
+    off.run(people.with_name("kept")([{"id": 1, "name": "a", "_dlt_deleted_at": gone}]))
+    assert [r["id"] for r in rows(off, "kept")] == [1]
+
+
+def test_merge_without_a_key_appends(tmp_path: Path) -> None:
+    @dlt.resource(name="keyless", write_disposition="merge")
+    def keyless() -> Iterator[dict[str, Any]]:
+        yield from ({"id": i} for i in range(3))
+
+    p = pipeline(tmp_path)
+    p.run(keyless())
+    p.run(keyless())
+    assert sorted(r["id"] for r in rows(p, "keyless")) == [0, 0, 1, 1, 2, 2]
+    assert len({r["_dlt_id"] for r in rows(p, "keyless")}) == 6
+
+
+def test_small_merge_batch_size_reads_each_data_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``merge_batch_size`` bounds a probe's keys; it does not multiply the reads."""
+    from ingester.iceberg_layer import deletes
+
+    p = pipeline(tmp_path, merge_batch_size=1)
+    p.run(people([{"id": i, "name": "a"} for i in range(25_000)]))
+    reads: list[int] = []
+    read_table = deletes.pq.read_table
+    monkeypatch.setattr(deletes.pq, "read_table", lambda *a, **k: reads.append(1) or read_table(*a, **k))
+    p.run(people([{"id": i, "name": "b"} for i in range(0, 25_000, 2)]))
+    client = p.destination_client()
+    assert isinstance(client, IcebergJobClient)
+    data_files = len([t for t in client.load_table("people").scan().plan_files()])
+    assert len(reads) == data_files - 1  # every file but the one this load added, once
+    names = [r["name"] for r in sorted(rows(p, "people"), key=lambda r: r["id"])]
+    assert names == ["b" if i % 2 == 0 else "a" for i in range(25_000)]
+
+
+def test_column_descriptions_become_field_docs(tmp_path: Path) -> None:
+    def described(doc: str | None) -> Any:
+        hints: Any = {"name": {"data_type": "text", **({"description": doc} if doc else {})}}
+        return dlt.resource([{"id": 1, "name": "x"}], name="docs", columns=hints)
+
+    p = pipeline(tmp_path)
+    client = p.destination_client()
+    assert isinstance(client, IcebergJobClient)
+    for doc, expected in (("first", "first"), ("changed", "changed"), (None, "changed")):
+        p.run(described(doc))
+        assert pipeline(tmp_path).destination_client().load_table("docs").schema().find_field("name").doc == expected  # type: ignore[attr-defined]
+
+
+def test_a_catalog_lock_held_by_another_writer_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    apply = SnapshotCommitter.apply
+
+    def locked(self: SnapshotCommitter, loaded: Any, extra_delete_keys: Any = None) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise WaitingForLockException("lock held by another writer")
+        return apply(self, loaded, extra_delete_keys)
+
+    monkeypatch.setattr(SnapshotCommitter, "apply", locked)
+    p = pipeline(tmp_path, max_retries=2, retry_backoff_base=1.0)
+    p.run(items(3))
+    assert sorted(r["id"] for r in rows(p, "items")) == [0, 1, 2]
+
+
+def test_a_refused_name_of_dlts_own_tables_names_the_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catalog with S3 Tables naming rules answers 400 for ``_dlt_loads`` (SeaweedFS does, see
+    the parity suite): the error says to set ``internal_table_prefix``. Fake catalog answer."""
+    client = pipeline(tmp_path, internal_table_prefix="_dlt").destination_client()
+    assert isinstance(client, IcebergJobClient)
+
+    def refuse(ident: Any) -> Any:
+        raise BadRequestError("table name must start with a letter or digit")
+
+    monkeypatch.setattr(client.catalog, "load_table", refuse)
+    with pytest.raises(DestinationTerminalException, match="internal_table_prefix='dlt'"):
+        client.load_table("_dlt_loads")
+    with pytest.raises(BadRequestError):
+        client.load_table("_private")  # a user table: the catalog's answer as it is
