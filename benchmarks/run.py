@@ -3,7 +3,8 @@
     python3 dev.py bench              # full run (about 15 minutes on 2 cores)
     python3 dev.py bench --quick      # smaller sizes, a few minutes
 
-dlt-iceberg 0.6.4 runs in its own venv (``benchmarks/.venv-dlt-iceberg``, made on first use).
+dlt-iceberg 0.6.4 runs in its own venv, the one the parity suite uses
+(``tests/parity/reference_venv.py``: made on first use, cached under ``~/.cache/ingester/``).
 """
 
 from __future__ import annotations
@@ -14,28 +15,19 @@ import os
 import subprocess
 import sys
 import tempfile
-import venv
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-DLT_ICEBERG_VENV = HERE / ".venv-dlt-iceberg"
-DLT_ICEBERG_PINS = ["dlt-iceberg==0.6.4", "dlt==1.27.2", "s3fs>=2025.9", "fsspec>=2025.9", "numpy"]
+sys.path.insert(0, str(HERE.parent))
+from tests.parity.reference_venv import clean_env, dlt_iceberg_python  # noqa: E402  # standard library only
+
 Row = dict[str, Any]
 
 
-def dlt_iceberg_python() -> str:
-    py = DLT_ICEBERG_VENV / "bin" / "python"
-    if not py.exists():
-        print("creating the dlt-iceberg venv (once, about 2 minutes) ...", file=sys.stderr, flush=True)
-        venv.create(DLT_ICEBERG_VENV, with_pip=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", *DLT_ICEBERG_PINS], check=True)
-    return str(py)
-
-
-def run_json(cmd: list[str]) -> Row:
+def run_json(cmd: list[str], env: dict[str, str] | None = None) -> Row:
     print("  $", " ".join(Path(c).name if i < 2 else c for i, c in enumerate(cmd)), file=sys.stderr, flush=True)
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, env=env)
     if out.returncode:
         raise SystemExit(f"case failed: {' '.join(cmd)}\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -61,14 +53,15 @@ def kafka_note(r: Row) -> str:
 
 
 def dlt_load(impl: str, rows: int, work: Path, merge: bool = False, base_rows: int = 0) -> Row:
-    py = sys.executable if impl == "ours" else dlt_iceberg_python()
+    py = sys.executable if impl == "ours" else str(dlt_iceberg_python())
+    env = None if impl == "ours" else clean_env()  # nothing of this venv leaks into dlt-iceberg's
     common = ["--impl", impl, "--work", str(work / f"{impl}-{rows}-{int(merge)}"), "--rows", str(rows)]
     extra = (["--merge", "--first-id", str(base_rows - rows // 2)] if merge else []) + (["--base-rows", str(base_rows)] if base_rows else [])
     run = [py, str(HERE / "dlt_case.py")]
-    prep = subprocess.run([*run, "prepare", *common, *extra], capture_output=True, text=True, cwd=HERE.parent)
+    prep = subprocess.run([*run, "prepare", *common, *extra], capture_output=True, text=True, cwd=HERE.parent, env=env)
     if prep.returncode:
         raise SystemExit(f"prepare failed for {impl}: {prep.stderr[-3000:]}")
-    return run_json([*run, "load", *common, *extra])
+    return run_json([*run, "load", *common, *extra], env)
 
 
 def fmt(rows: list[list[str]]) -> str:
@@ -133,7 +126,6 @@ def main() -> None:
     table.append(line("daemon 1M (spool)", "ingester zero-copy", zero, f"{limit['seconds'] / zero['seconds']:.2f}x limit", ">= 1x"))
     table.append(line("daemon 1M (spool)", "ingester rewrite", rewrite, f"{limit['seconds'] / rewrite['seconds']:.2f}x limit", ">= 0.8x"))
     if args.kafka:
-        sys.path.insert(0, str(HERE.parent))
         from ingester.testing.localstack import TansuBroker
 
         broker = TansuBroker.start()

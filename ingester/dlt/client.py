@@ -65,6 +65,7 @@ from ingester.commit.options import WriteOptions
 from ingester.dlt.configuration import DLT_TABLE_PREFIX, IcebergClientConfiguration
 from ingester.dlt.jobs import StagedFileJob, table_followups
 from ingester.dlt.package import parent_row_ids
+from ingester.dlt.registration import register_tables
 from ingester.dlt.sql_client import IcebergSqlClient
 from ingester.errors import TerminalError, is_auth_failure
 from ingester.events import FileEvent
@@ -96,12 +97,6 @@ def _snapshot_before(table: Table, load_id: str) -> int | None:
     return current.snapshot_id if current else None
 
 
-def _metadata_version(path: Path) -> tuple[int, str]:
-    """Sort key of ``00012-<uuid>.metadata.json`` / ``v12.metadata.json``: the version number."""
-    digits = "".join(c for c in path.name.split("-")[0].split(".")[0] if c.isdigit())
-    return (int(digits) if digits else -1, path.name)
-
-
 def _run(main: Callable[[], Awaitable[T]]) -> T:
     """Run async ``main`` to completion from sync code. dlt calls the client from its own
     threads, or from a thread that runs an event loop already (a pipeline run inside async
@@ -112,8 +107,6 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
         return anyio.run(main)
     with ThreadPoolExecutor(1, thread_name_prefix="ingester-retry") as helper:
         return helper.submit(anyio.run, main).result()
-
-
 
 
 class IcebergCommitJob(RunnableLoadJob):
@@ -304,7 +297,11 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         try:
             return fn()
         except ValueError:
-            if not has_equality_deletes(self.load_table(table_name)):
+            try:
+                healable = has_equality_deletes(self.load_table(table_name))
+            except DestinationUndefinedEntity:
+                healable = False
+            if not healable:
                 raise
         ref = self.table_ref(table_name)
         removed = self._retried(lambda: equality_deletes_as_positions(self.load_table(table_name), lambda _: {}),
@@ -361,8 +358,9 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             self.catalog.create_namespace(self.namespace)
         except NamespaceAlreadyExistsError:
             pass
-        if self.config.register_new_tables:
-            self._register_tables_from_storage()
+        folder = self.config.local_warehouse() if self.config.register_new_tables else None
+        if folder is not None:  # a register_new_tables without a local warehouse fails when resolved
+            register_tables(self.catalog, self.namespace, folder, self.config.physical_table_name)
         for name in truncate_tables or ():
             if not self._replaced_by_its_job(name):
                 self._truncate(name)
@@ -384,23 +382,6 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             log.info("truncating %s (replace without rows in this load)", self.table_ref(table_name))
             self._without_equality_deletes(table_name, lambda: self._retried(
                 lambda: table.refresh().delete(AlwaysTrue()), f"truncate {table_name}"))
-
-    def _register_tables_from_storage(self) -> None:
-        """Register every ``<warehouse>/<namespace>/<table>/metadata/`` folder the catalog does
-        not list, at its newest metadata file (``register_new_tables``, as dlt-iceberg)."""
-        folder = self.config.local_warehouse()
-        assert folder is not None  # checked when the configuration resolved
-        listed = {ident[-1] for ident in self.catalog.list_tables(self.namespace)}
-        for table_dir in sorted(p for p in (folder / self.namespace).glob("*/metadata") if p.is_dir()):
-            name = self.config.physical_table_name(table_dir.parent.name)
-            files = sorted(table_dir.glob("*.metadata.json"), key=_metadata_version)
-            if name in listed or not files:
-                continue
-            try:
-                self.catalog.register_table((self.namespace, name), files[-1].resolve().as_uri())
-                log.info("registered %s.%s from %s", self.namespace, name, files[-1])
-            except Exception as exc:  # noqa: BLE001 - as dlt-iceberg: one bad folder does not stop the load
-                log.warning("could not register %s.%s from %s: %s", self.namespace, name, files[-1], exc)
 
     def is_storage_initialized(self) -> bool:
         try:

@@ -12,8 +12,9 @@ from dlt.common.configuration.container import Container
 from dlt.common.configuration.providers import EnvironProvider
 from dlt.common.configuration.specs.config_section_context import ConfigSectionContext
 from dlt.common.configuration.specs.pluggable_run_context import PluggableRunContext
-from dlt.common.typing import AnyType
 from dlt.common.destination import Destination, DestinationCapabilitiesContext
+from dlt.common.schema.typing import TLoaderMergeStrategy
+from dlt.common.typing import AnyType
 
 from ingester.dlt.configuration import (
     DEFAULT_HARD_DELETE_COLUMN,
@@ -32,17 +33,21 @@ if TYPE_CHECKING:
 TIMESTAMP_PRECISION = 6  # Iceberg v2 timestamps are microseconds
 DECIMAL_PRECISION = (38, 9)  # as ingester.schema.DLT_TYPES
 WEI_PRECISION = (38, 0)  # Iceberg decimals end at 38 digits (dlt's default is 76)
+# dlt-iceberg's order (``iceberg_rest``): delete-insert first, so a merge without a key appends;
+# with a primary key both strategies upsert (last row per key wins), and the nested rows of
+# replaced parents go whatever row ids the parents have (client._replaced_root_ids)
+DLT_ICEBERG_MERGE_STRATEGIES: list[TLoaderMergeStrategy] = ["delete-insert", "upsert"]
+# ``iceberg`` and ``ingester_queue``: upsert first, so dlt derives root row ids from the primary
+# key and the daemon replaces a queue-fed parent's nested rows by the row ids of the load alone
+KEY_HASH_MERGE_STRATEGIES: list[TLoaderMergeStrategy] = ["upsert", "delete-insert"]
 DLT_ICEBERG_SECTION = "iceberg_rest_class_based"  # dlt-iceberg's factory class: its config section
 
 
-def capabilities() -> DestinationCapabilitiesContext:
+def capabilities(merge_strategies: list[TLoaderMergeStrategy] = KEY_HASH_MERGE_STRATEGIES) -> DestinationCapabilitiesContext:
     caps = DestinationCapabilitiesContext.generic_capabilities(
         preferred_loader_file_format="parquet",
         supported_table_formats=["iceberg"],
-        # delete-insert is the default, as in dlt-iceberg: a merge without a key appends. With a
-        # primary key both strategies upsert (last row per key wins); nested rows of replaced
-        # parents go whatever row ids the parents have.
-        supported_merge_strategies=["delete-insert", "upsert"],
+        supported_merge_strategies=merge_strategies,
     )
     caps.supported_loader_file_formats = ["parquet", "reference"]
     caps.preferred_table_format = "iceberg"
@@ -59,7 +64,8 @@ def capabilities() -> DestinationCapabilitiesContext:
 
 
 class _EngineDestination:
-    """What both factories share: the job client (imported lazily) and the capabilities."""
+    """What both factories share: the job client (imported lazily) and the capabilities
+    (``iceberg_rest`` with dlt-iceberg's merge strategies)."""
 
     @property
     def client_class(self) -> type[IcebergJobClient]:
@@ -68,7 +74,7 @@ class _EngineDestination:
         return IcebergJobClient
 
     def _raw_capabilities(self) -> DestinationCapabilitiesContext:
-        return capabilities()
+        return capabilities(DLT_ICEBERG_MERGE_STRATEGIES if isinstance(self, iceberg_rest) else KEY_HASH_MERGE_STRATEGIES)
 
 
 class iceberg(_EngineDestination, Destination[IcebergClientConfiguration, "IcebergJobClient"]):

@@ -4,9 +4,10 @@ publishes one event per file instead of committing; the daemon commits them.
 Like the ``iceberg`` destination, every file job finishes without work and each table
 publishes once its table chain is complete (``jobs.table_followups``): a nested table of a
 merge then publishes its parents' keys ahead of its files (``package.load_events``), so the
-daemon replaces a parent's nested rows exactly as the direct destination does. The merge
-strategies are the direct destination's too: with ``upsert`` dlt derives the root row ids
-from the primary key and carries them into the nested rows (``_dlt_root_id``).
+daemon replaces a parent's nested rows as the direct destination does. ``upsert`` is the
+default merge strategy here (the direct destination's is dlt-iceberg's ``delete-insert``): dlt
+then derives the root row ids from the primary key and carries them into the nested rows
+(``_dlt_root_id``), so the keys of the load alone reach a parent's old nested rows.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dlt.destinations import destination
 from dlt.destinations.impl.destination.destination import DestinationClient
 from dlt.destinations.job_impl import DestinationParquetLoadJob, FinalizedLoadJob, ReferenceFollowupJobRequest
 
-from ingester.dlt.factory import capabilities
+from ingester.dlt.factory import KEY_HASH_MERGE_STRATEGIES
 from ingester.dlt.jobs import StagedFileJob, table_followups
 from ingester.dlt.package import load_events
 from ingester.publish import publish
@@ -112,5 +113,5 @@ def ingester_queue(settings: Settings | None = None, namespace: str | None = Non
         skip_dlt_columns_and_tables=False,
         max_table_nesting=1000,
         supported_loader_file_formats=["parquet", "reference"],
-        supported_merge_strategies=capabilities().supported_merge_strategies,
+        supported_merge_strategies=KEY_HASH_MERGE_STRATEGIES,
     )

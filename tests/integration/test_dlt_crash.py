@@ -212,6 +212,7 @@ def test_kill_and_resume_rest(tmp_path: Path, seaweed: Any) -> None:
         "namespace": f"crash_{uuid.uuid4().hex[:8]}",
         "credential": f"{seaweed.access_key}:{seaweed.secret_key}", "s3_endpoint": seaweed.s3_endpoint,
         "s3_access_key_id": seaweed.access_key, "s3_secret_access_key": seaweed.secret_key, "s3_region": seaweed.region,
+        "internal_table_prefix": "dlt",  # S3 Tables naming: no leading "_"
     }
     _kill_and_resume(spec, tmp_path, kills=2, max_loads=6)
 

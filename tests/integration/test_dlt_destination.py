@@ -13,7 +13,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,8 @@ class Target:
     namespace: str
     workdir: Path
     server: Any = None
+    catalog_name: str = "ingester"
+    """The SQL catalog's name: the daemon's (``iceberg()``), ``dlt_catalog`` for ``iceberg_rest``."""
 
     @property
     def home(self) -> Path:
@@ -69,7 +71,7 @@ class Target:
         return {
             "catalog_uri": s.iceberg_uri, "warehouse": s.warehouse, "credential": f"{s.access_key}:{s.secret_key}",
             "s3_endpoint": s.s3_endpoint, "s3_access_key_id": s.access_key, "s3_secret_access_key": s.secret_key,
-            "s3_region": s.region,
+            "s3_region": s.region, "internal_table_prefix": "dlt",  # S3 Tables naming: no leading "_"
         }
 
     def destination(self, namespace: str | None = None, **kwargs: Any) -> Destination[Any, Any]:
@@ -96,7 +98,7 @@ class Target:
 
     def catalog(self) -> Catalog:
         if self.kind == "sql":
-            return load_catalog("ingester", type="sql", uri=f"sqlite:///{self.home / 'catalog.db'}",
+            return load_catalog(self.catalog_name, type="sql", uri=f"sqlite:///{self.home / 'catalog.db'}",
                                 warehouse=(self.home / "warehouse").as_uri())
         return self.server.catalog()
 
@@ -411,6 +413,7 @@ def test_queue_fed_load_lands_the_same_rows_and_publishing_twice_adds_nothing(ta
 
 # ------------------------------------------------------------------ examples
 def test_examples_run_unchanged_apart_from_the_import_line(target: Target) -> None:
+    target = replace(target, catalog_name="dlt_catalog")  # the examples use iceberg_rest
     env = {**os.environ, "INGESTER_HOME": str(target.home), "DLT_DATA_DIR": str(target.workdir / "dlt"),
            "EXAMPLE_NAMESPACE": target.namespace}
     if target.kind == "rest":
@@ -418,7 +421,9 @@ def test_examples_run_unchanged_apart_from_the_import_line(target: Target) -> No
         env |= {"CATALOG_URI": params["catalog_uri"], "CATALOG_WAREHOUSE": params["warehouse"],
                 "CATALOG_CREDENTIAL": params["credential"], "S3_ENDPOINT": params["s3_endpoint"],
                 "S3_ACCESS_KEY_ID": params["s3_access_key_id"], "S3_SECRET_ACCESS_KEY": params["s3_secret_access_key"],
-                "S3_REGION": params["s3_region"]}
+                "S3_REGION": params["s3_region"],
+                # the examples' code stays as it is: dlt config sets what S3 Tables naming needs
+                "DESTINATION__ICEBERG_REST__INTERNAL_TABLE_PREFIX": params["internal_table_prefix"]}
     outputs = {}
     for example in ("incremental_load.py", "merge_load.py"):
         source = (REPO / "examples" / example).read_text()
@@ -435,8 +440,9 @@ def test_examples_run_unchanged_apart_from_the_import_line(target: Target) -> No
     assert sorted(customers_rows) == [1, 2, 3, 4, 5, 6, 7]
     for name in ("events", "customers"):
         assert len(target.table(name).metadata.snapshots) == 2
-    if target.kind == "sql":  # the daemon's `ingester tables` lists what the examples loaded
+    if target.kind == "sql":  # `ingester tables` on dlt-iceberg's catalog name lists what the examples loaded
         cli = str(Path(sys.executable).parent / "ingester")
-        tables = subprocess.run([cli, "tables", "--json"], env=env, cwd=target.workdir, capture_output=True, text=True, timeout=120)
+        tables = subprocess.run([cli, "tables", "--json"], env={**env, "INGESTER_CATALOG__NAME": "dlt_catalog"},
+                                cwd=target.workdir, capture_output=True, text=True, timeout=120)
         listed = {t["name"]: t["rows"] for t in json.loads(tables.stdout)}
         assert listed[f"{target.namespace}.events"] == 10 and listed[f"{target.namespace}.customers"] == 7

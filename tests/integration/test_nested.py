@@ -164,7 +164,8 @@ def test_dlt_struct_field_added_in_a_later_load_lands_and_one_that_cannot_fit_is
 
 
 # ------------------------------------------------- queue-fed nested merges
-@dlt.resource(name="orders", write_disposition="merge", primary_key="order_id")
+# upsert on both sides (iceberg_rest's default is dlt-iceberg's delete-insert): the same row ids
+@dlt.resource(name="orders", write_disposition={"disposition": "merge", "strategy": "upsert"}, primary_key="order_id")
 def orders(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     yield from rows
 

@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-SIDE = sys.argv[1] if __name__ == "__main__" else os.environ.get("PARITY_SIDE", "ingester")
+SIDE = sys.argv[1] if len(sys.argv) > 1 else "ingester"
 os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
 import dlt  # noqa: E402
 
@@ -42,7 +42,6 @@ from pyiceberg.catalog import load_catalog  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import jsonable  # noqa: E402  # standard library only: importable on both sides
 
-DLT_ID_COLUMNS = ("_dlt_id", "_dlt_parent_id", "_dlt_root_id", "_dlt_load_id")
 BASE = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
@@ -335,6 +334,15 @@ def merge_hard_delete(c: Case) -> None:
 
 
 @case()
+def merge_duplicate_keys(c: Case) -> None:
+    """One load with two rows for one key."""
+    p = c.pipeline()
+    p.run(_customers("merge")(FIRST))
+    p.run(_customers("merge")([{"id": 2, "name": "first", "tier": "x"}, {"id": 2, "name": "second", "tier": "y"}]))
+    c.observe()
+
+
+@case()
 def merge_no_key(c: Case) -> None:
     @dlt.resource(name="keyless", write_disposition="merge")
     def keyless(tag: str) -> Iterator[dict[str, Any]]:
@@ -417,6 +425,7 @@ def adapter_forms(c: Case) -> None:
         "a_mixed": [iceberg_partition.day("ts"), "region", iceberg_partition.bucket(4, "user_id"),
                     iceberg_partition.truncate(2, "path", "path_prefix")],
         "a_year_hour": [iceberg_partition.year("ts", "y"), iceberg_partition.identity("region")],
+        "a_identity_ts": iceberg_partition.identity("ts"),
         "a_none": None,
         "a_empty": [],
     }
@@ -510,6 +519,10 @@ def opt_hard_delete_column(c: Case) -> None:
     p = c.pipeline(hard_delete_column="gone_at")
     p.run(_customers("merge")(rows))
     p.run(_customers("merge")(second))
+    flags = c.pipeline("flags", hard_delete_column="deleted")
+    flags.run(_customers("merge").with_name("flagged")([{**r, "deleted": False} for r in FIRST]))
+    flags.run(_customers("merge").with_name("flagged")([{"id": 1, "name": "c1", "tier": "x", "deleted": False},
+                                                        {"id": 2, "name": "c2", "tier": "x", "deleted": True}]))
     off = c.pipeline("off", hard_delete_column=None)
     off.run(_customers("merge").with_name("kept")(FIRST))
     off.run(_customers("merge").with_name("kept")([{"id": 3, "name": "c3", "tier": "x", "_dlt_deleted_at": BASE}]))

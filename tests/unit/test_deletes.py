@@ -37,9 +37,9 @@ def table(tmp_path: Path) -> Table:
 
 def test_single_and_composite_keys_hit_exactly_their_rows(table: Table) -> None:
     (task,) = table.scan().plan_files()
-    single = matching_positions(table, task.file, pa.table({"a": pa.array([2, 9], pa.int64())}), [])
+    single = matching_positions(table, task.file, [pa.table({"a": pa.array([2, 9], pa.int64())})], [])
     assert single.to_pylist() == [1, 3]
-    both = matching_positions(table, task.file, pa.table({"a": pa.array([2, 5], pa.int64()), "b": ["w", "y"]}), [])
+    both = matching_positions(table, task.file, [pa.table({"a": pa.array([2, 5], pa.int64()), "b": ["w", "y"]})], [])
     assert both.to_pylist() == [3, 4]
 
 
@@ -55,5 +55,5 @@ def test_delete_file_is_sorted_with_field_ids_and_bounds_and_skips_rows_already_
     assert stored.column("file_path").to_pylist() == [task.file.file_path] * 2
     assert [int(f.metadata[b"PARQUET:field_id"]) for f in stored.schema] == [PATH_FIELD_ID, POS_FIELD_ID]
     assert deleted_positions(table, task.file, [written]).to_pylist() == [1, 3]
-    again = matching_positions(table, task.file, pa.table({"a": pa.array([2, 3], pa.int64())}), [written])
+    again = matching_positions(table, task.file, [pa.table({"a": pa.array([2, 3], pa.int64())})], [written])
     assert again.to_pylist() == [2]  # rows 1 and 3 are gone already

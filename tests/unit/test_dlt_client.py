@@ -20,7 +20,7 @@ from dlt.common.destination.exceptions import DestinationTerminalException
 from dlt.pipeline.exceptions import PipelineStepFailed
 from pyiceberg.exceptions import BadRequestError, CommitFailedException, WaitingForLockException
 
-from ingester import iceberg
+from ingester import iceberg, iceberg_rest
 from ingester.commit import SnapshotCommitter
 from ingester.dlt.client import IcebergJobClient
 from ingester.iceberg_layer import markers as mk
@@ -228,11 +228,15 @@ def test_hard_delete_column_deletes_the_key(tmp_path: Path, strategy: str) -> No
 
 
 def test_merge_without_a_key_appends(tmp_path: Path) -> None:
+    """iceberg_rest's default strategy is dlt-iceberg's delete-insert: without a key, an append."""
+
     @dlt.resource(name="keyless", write_disposition="merge")
     def keyless() -> Iterator[dict[str, Any]]:
         yield from ({"id": i} for i in range(3))
 
-    p = pipeline(tmp_path)
+    (tmp_path / "wh").mkdir()
+    p = dlt.pipeline("keyless", destination=iceberg_rest(catalog_uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "wh").as_uri()),
+                     pipelines_dir=str(tmp_path / "pipelines"))
     p.run(keyless())
     p.run(keyless())
     assert sorted(r["id"] for r in rows(p, "keyless")) == [0, 0, 1, 1, 2, 2]

@@ -92,6 +92,7 @@ def test_both_config_sections(monkeypatch: pytest.MonkeyPatch, section: str) -> 
     monkeypatch.setenv(f"{prefix}WAREHOUSE", "tables")
     monkeypatch.setenv(f"{prefix}MERGE_BATCH_SIZE", "7")
     monkeypatch.setenv(f"{prefix}SIGV4_ENABLED", "false")
+    monkeypatch.setenv(f"{prefix}S3_ENDPOINT", "http://s3:9000")
     config = resolved(iceberg_rest())
     assert config.merge_batch_size == 7 and config.warehouse == "tables"
     props = config.catalog_props()
@@ -99,6 +100,8 @@ def test_both_config_sections(monkeypatch: pytest.MonkeyPatch, section: str) -> 
     # the credential works without oauth2_server_uri: the catalog's own token endpoint
     assert props["credential"] == "client:secret" and props["scope"] == "PRINCIPAL_ROLE:ALL"
     assert props["oauth2-server-uri"] == "http://catalog:8181/v1/oauth/tokens"
+    # an S3 endpoint gets path-style access and a region (dlt-iceberg sets only what is given)
+    assert props["s3.endpoint"] == "http://s3:9000" and props["s3.path-style-access"] == "true" and props["s3.region"] == "us-east-1"
     # explicit arguments win over the environment
     assert resolved(iceberg_rest(catalog_uri="http://other")).catalog_props()["uri"] == "http://other"
 
@@ -151,6 +154,8 @@ def test_sql_uri_is_a_sql_catalog_named_as_dlt_iceberg_names_it(tmp_path: Path) 
     props = config.catalog_props()
     assert props["type"] == "sql" and props["uri"] == f"sqlite:///{tmp_path}/c.db"
     assert config.resolved_catalog_name() == "dlt_catalog"
+    for uri in ("postgresql://h/db", "postgresql+psycopg2://h/db", "mysql+pymysql://h/db"):  # dlt-iceberg: the first only
+        assert resolved(iceberg_rest(catalog_uri=uri)).catalog_props()["type"] == "sql"
     assert resolved(iceberg_rest(catalog_uri="http://cat")).resolved_catalog_name() == "dlt_catalog"
     assert resolved(iceberg_rest(catalog_uri="http://cat", catalog_name="mine")).resolved_catalog_name() == "mine"
 
@@ -217,6 +222,8 @@ def test_merge_strategies() -> None:
     caps = iceberg_rest(catalog_uri="http://cat").capabilities()
     assert caps.supported_merge_strategies == ["delete-insert", "upsert"]  # dlt-iceberg's default first
     assert caps.preferred_loader_file_format == "parquet" and caps.wei_precision == (38, 0)
+    # ingester's own factory: upsert first (root row ids from the key, as ingester_queue)
+    assert iceberg().capabilities().supported_merge_strategies == ["upsert", "delete-insert"]
 
 
 def test_partition_hints_forms() -> None:
