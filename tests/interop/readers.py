@@ -69,9 +69,9 @@ READERS: tuple[Reader, ...] = (
 
 
 def cache_root() -> Path:
-    """Where the venvs live: $INGESTER_INTEROP_CACHE, else ~/.cache/ingester/interop-venvs."""
+    """Where the venvs live: $INTEROP_VENV_CACHE, else ~/.cache/ingester/interop-venvs."""
     default = Path.home() / ".cache" / "ingester" / "interop-venvs"
-    return Path(os.environ.get("INGESTER_INTEROP_CACHE") or default)
+    return Path(os.environ.get("INTEROP_VENV_CACHE") or default)
 
 
 def _ready(venv: Path, reader: Reader) -> bool:
