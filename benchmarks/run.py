@@ -286,7 +286,7 @@ def main() -> None:
                    help="small files: file counts, e.g. 2000,20000")
     p.add_argument("--small-tables", type=lambda v: [int(x) for x in v.split(",")], default=None,
                    help="small files: table counts, e.g. 1,4,100")
-    p.add_argument("--naive-files", type=int, default=2_000, help="small files: files the naive consumer appends")
+    p.add_argument("--naive-files", type=int, default=500, help="small files: files the naive consumer appends")
     p.add_argument("--long-stream", action="store_true", help="run the long-stream section")
     p.add_argument("--long-commits", type=int, default=0, help="long stream: commits (default 10,000; --quick 3,000)")
     p.add_argument("--segment", type=int, default=1_000, help="long stream: commits per measured segment")

@@ -290,8 +290,8 @@ class Engine:
     async def _worker(self, batches: MemoryObjectReceiveStream[Batch]) -> None:
         async with batches:
             async for batch in batches:
-                await self._commit(batch)
-                if self.maintenance is not None and self.maintenance.is_due(batch.table):
+                result = await self._commit(batch)
+                if self.maintenance is not None and self.maintenance.is_due(batch.table, result.snapshots):
                     # the table's own worker, between its batches: never races our commits to it
                     await anyio.to_thread.run_sync(self.maintenance.run, batch.table)
 
@@ -299,7 +299,7 @@ class Engine:
         self._counts["retries"] += 1
         self.metrics.retries.labels(type(exc).__name__).inc()
 
-    async def _commit(self, batch: Batch) -> None:
+    async def _commit(self, batch: Batch) -> CommitResult:
         started = time.monotonic()
         result = await commit_with_retries(
             self.committer, batch, self.retry, on_retry=self._retried, before_apply=lambda _: self._at("before-commit")
@@ -313,6 +313,7 @@ class Engine:
         self.tracker.done(batch.positions)
         self._progress.set()
         await self._ack()
+        return result
 
     def _at(self, point: str) -> None:
         if self._hook is not None:

@@ -261,14 +261,17 @@ def maintain(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _table_refs(settings: Settings, catalog: Catalog, table: str | None) -> list[TableRef]:
-    """``TableRef``s of ``table`` (``namespace.table``, or a table of the default namespace), or of every table."""
+def _table_refs(settings: Settings, catalog: Catalog, table: str | None, ledgers: bool = False) -> list[TableRef]:
+    """``TableRef``s of ``table`` (``namespace.table``, or a table of the default namespace), or of
+    every table (the tables' ledgers too with ``ledgers``: maintenance keeps them with their tables)."""
     from ingester.batch import TableRef
+    from ingester.iceberg_layer.ledger import is_ledger
 
     if table:
         namespace, _, name = table.rpartition(".")
         return [TableRef(namespace or settings.routing.namespace_prefix + settings.routing.namespace, name)]
-    return [TableRef(".".join(i[:-1]), i[-1]) for ns in catalog.list_namespaces() for i in catalog.list_tables(ns)]
+    idents = [i for ns in catalog.list_namespaces() for i in catalog.list_tables(ns)]
+    return [TableRef(".".join(i[:-1]), i[-1]) for i in idents if ledgers or not is_ledger(i[-1])]
 
 
 @app.command("remove-orphans")
@@ -287,7 +290,7 @@ def remove_orphans_cmd(
     failed = False
     with _fails_cleanly():
         catalog = open_catalog(settings.catalog, settings.home_dir)
-        refs = _table_refs(settings, catalog, table)
+        refs = _table_refs(settings, catalog, table, ledgers=True)
     for ref in refs:
         try:
             report = remove_orphans(catalog.load_table((ref.namespace, ref.name)), str(ref), older_than_hours * 3600, dry_run)
