@@ -12,12 +12,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ingester.allocator import prefer_jemalloc
 
-if len(sys.argv) > 1 and sys.argv[1] in ("daemon", "latency"):
+if len(sys.argv) > 1 and sys.argv[1] in ("daemon", "latency", "small_files", "long_stream"):
     prefer_jemalloc()  # as `ingester run` does, before pyarrow loads
 
 import anyio  # noqa: E402
@@ -40,18 +41,40 @@ def table_stats(table: Any) -> dict[str, Any]:
 def settings_for(home: Path, data_dir: Path, **overrides: Any) -> Any:
     from ingester.settings import Settings
 
-    return Settings(home=home, storage={"allowed_prefixes": [data_dir.resolve().as_uri()]}, **overrides)
+    overrides.setdefault("storage", {"allowed_prefixes": [data_dir.resolve().as_uri()]})
+    return Settings(home=home, **overrides)
 
 
-def publish_files(settings: Any, files: list[Path], tables: int = 1) -> None:
-    from ingester.events import encode_event
+def file_events(files: list[Path], tables: int = 1, prefix: str | None = None) -> list[Any]:
+    """One event per file, tables ``events_<i>`` round robin; with ``prefix`` the events name
+    the copies of the files under it (``s3://...``)."""
+    from dataclasses import replace
+
     from ingester.publish import file_event
+
+    events = [file_event(p, f"events_{i % tables}") for i, p in enumerate(files)]
+    return [replace(e, location=f"{prefix}/{p.name}") for e, p in zip(events, files)] if prefix else events
+
+
+def publish_events(settings: Any, events: list[Any], chunk: int = 5_000) -> None:
+    """On the configured queue, keyed by table (as ``ingester publish`` does)."""
+    from ingester.events import encode_event
     from ingester.wiring import build_queue
 
     queue = build_queue(settings)
-    payloads = [encode_event(file_event(p, f"events_{i % tables}")) for i, p in enumerate(files)]
-    queue.put_many(payloads, [f"events_{i % tables}".encode() for i in range(len(files))])
+    for start in range(0, len(events), chunk):
+        part = events[start:start + chunk]
+        queue.put_many([encode_event(e) for e in part], [e.table.encode() for e in part])
     queue.close()
+
+
+def publish_files(settings: Any, files: list[Path], tables: int = 1) -> None:
+    publish_events(settings, file_events(files, tables))
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
@@ -66,6 +89,47 @@ def create_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
             await admin.close()
 
     anyio.run(create)
+
+
+def timed_run(engine: Any, publish: Callable[[], None]) -> tuple[Any, dict[str, float]]:
+    """``engine.run(exit_when_idle=True)``, timed (``seconds``, ``cpu_s``). A Kafka consumer first
+    joins its group on the empty topic (``join_s``, before the timed run), then ``publish`` runs;
+    ``first_event_s``: when the source first delivered (on Kafka: the broker's fetch wait)."""
+    timing: dict[str, float] = {}
+    kafka = hasattr(engine.source, "statistics")
+
+    async def join() -> None:
+        started = time.perf_counter()
+        while not engine.source.statistics().assigned:
+            assert not await engine.source.poll(10, 0.1)
+        timing["join_s"] = time.perf_counter() - started
+        await anyio.to_thread.run_sync(publish)
+
+    poll = engine.source.poll
+
+    async def timed_poll(max_records: int, timeout_s: float) -> Any:
+        got = await poll(max_records, timeout_s)
+        if got and "first_event_s" not in timing:
+            timing["first_event_s"] = time.perf_counter() - timing["started"]
+        return got
+
+    async def run() -> Any:
+        try:
+            if kafka:
+                await join()
+            engine.source.poll = timed_poll
+            cpu = cpu_seconds()
+            started = timing["started"] = time.perf_counter()
+            stats = await engine.run(exit_when_idle=True)
+            timing["seconds"] = time.perf_counter() - started
+            timing["cpu_s"] = cpu_seconds() - cpu
+            return stats
+        finally:
+            await engine.source.aclose()  # leaves the group now, not after a session timeout
+
+    stats = anyio.run(run)
+    timing.pop("started")
+    return stats, timing
 
 
 def case_daemon(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,38 +153,7 @@ def case_daemon(args: argparse.Namespace) -> dict[str, Any]:
     else:
         publish_files(settings, files, args.tables)
     engine = build_engine(settings, source=build_source(settings))
-    timing: dict[str, float] = {}
-
-    async def join() -> None:
-        """Join the group on the empty topic, then publish (both before the timed run)."""
-        started = time.perf_counter()
-        while not engine.source.statistics().assigned:  # type: ignore[attr-defined]
-            assert not await engine.source.poll(10, 0.1)
-        timing["join_s"] = time.perf_counter() - started
-        await anyio.to_thread.run_sync(publish_files, settings, files, args.tables)
-
-    poll = engine.source.poll
-
-    async def timed_poll(max_records: int, timeout_s: float) -> Any:
-        """Notes when the source first delivers events (on Kafka: the broker's fetch wait)."""
-        got = await poll(max_records, timeout_s)
-        if got and "first_event_s" not in timing:
-            timing["first_event_s"] = time.perf_counter() - timing["started"]
-        return got
-
-    async def run() -> Any:
-        try:
-            if args.kafka:
-                await join()
-            engine.source.poll = timed_poll  # type: ignore[method-assign]
-            started = timing["started"] = time.perf_counter()
-            stats = await engine.run(exit_when_idle=True)
-            timing["seconds"] = time.perf_counter() - started
-            return stats
-        finally:
-            await engine.source.aclose()  # leaves the group now, not after a session timeout
-
-    stats = anyio.run(run)
+    stats, timing = timed_run(engine, lambda: publish_files(settings, files, args.tables))
     seconds = timing["seconds"]
     cat = engine.committer.catalog
     snaps = files_ = 0
@@ -208,8 +241,124 @@ def case_pyiceberg_upsert(args: argparse.Namespace) -> dict[str, Any]:
             **table_stats(table), "peak_rss_mb": peak_rss_mb()}
 
 
+def kafka_source(bootstrap: str) -> dict[str, Any]:
+    """A fresh topic (3 partitions) and consumer group for one run."""
+    run = time.time_ns()
+    source = {"kind": "kafka", "bootstrap_servers": bootstrap, "topics": [f"bench-{run}"], "group_id": f"bench-{run}",
+              "session_timeout_ms": 6000}
+    create_topic(bootstrap, source["topics"][0])
+    return source
+
+
+def small_totals(catalog: Any, namespace: str, tables: int) -> dict[str, int]:
+    snaps = 0
+    for i in range(tables):
+        snaps += len(catalog.load_table((namespace, f"events_{i}")).metadata.snapshots)
+    return {"snapshots": snaps}
+
+
+def case_small_files(args: argparse.Namespace) -> dict[str, Any]:
+    """``--files`` files of ``--rows-per-file`` rows over ``--tables`` tables, published, then
+    drained by a daemon on the DEFAULT settings (as a new user runs it). Only the engine run
+    is timed (process start-up is its own case, ``startup``). On Kafka + S3 (``--kafka`` and
+    ``--catalog-json``): the events name copies of the files under ``--prefix``, the tables are
+    in the REST catalog, and the consumer joins its group before the timed run."""
+    from ingester.wiring import build_engine
+
+    files = data.write_small_files(Path(args.data), args.files, args.rows_per_file)
+    home = Path(tempfile.mkdtemp(prefix="bench-small-"))
+    namespace = f"small{time.time_ns()}"
+    extra: dict[str, Any] = {"routing": {"namespace": namespace}}
+    if args.kafka:
+        extra |= {"source": kafka_source(args.kafka), "catalog": json.loads(args.catalog_json),
+                  "storage": {"allowed_prefixes": [args.prefix]}}
+    settings = settings_for(home, Path(args.data), **extra)
+    events = file_events(files, args.tables, args.prefix if args.kafka else None)
+    if not args.kafka:
+        publish_events(settings, events)
+    engine = build_engine(settings)
+    stats, timing = timed_run(engine, lambda: publish_events(settings, events))
+    return {"files": len(files), "rows": stats.rows, "events": stats.events, "duplicates": stats.duplicates,
+            **timing, **small_totals(engine.committer.catalog, namespace, args.tables), "peak_rss_mb": peak_rss_mb()}
+
+
+def baseline_tables(args: argparse.Namespace, files: list[Path]) -> list[Any]:
+    """Empty tables ``events_<i>`` in an in-memory pyiceberg catalog, schema of the files."""
+    from pyiceberg.catalog.memory import InMemoryCatalog
+
+    home = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    cat = InMemoryCatalog("b", warehouse=home.as_uri())
+    cat.create_namespace("default")
+    schema = pq.read_schema(files[0])
+    return [cat.create_table(("default", f"events_{i}"), schema=schema) for i in range(args.tables)]
+
+
+def case_add_files(args: argparse.Namespace) -> dict[str, Any]:
+    """The limit for small files: one pyiceberg ``add_files`` per table over all of its files
+    (in-memory catalog; the files are registered where they are)."""
+    files = data.write_small_files(Path(args.data), args.files, args.rows_per_file)
+    tables = baseline_tables(args, files)
+    cpu, started = cpu_seconds(), time.perf_counter()
+    for i, table in enumerate(tables):
+        table.add_files([str(p) for p in files[i::args.tables]])
+    seconds = time.perf_counter() - started
+    return {"files": len(files), "rows": len(files) * args.rows_per_file, "seconds": seconds, "cpu_s": cpu_seconds() - cpu,
+            "snapshots": sum(len(t.metadata.snapshots) for t in tables), "peak_rss_mb": peak_rss_mb()}
+
+
+def case_append_per_file(args: argparse.Namespace) -> dict[str, Any]:
+    """The naive consumer: read each file and ``append`` it, one snapshot per file (the first
+    ``--files-limit`` files only: its cost grows with every snapshot)."""
+    files = data.write_small_files(Path(args.data), args.files, args.rows_per_file)[: args.files_limit or None]
+    tables = baseline_tables(args, files)
+    cpu, started = cpu_seconds(), time.perf_counter()
+    for i, path in enumerate(files):
+        tables[i % args.tables].append(pq.read_table(path))
+    seconds = time.perf_counter() - started
+    return {"files": len(files), "rows": len(files) * args.rows_per_file, "seconds": seconds, "cpu_s": cpu_seconds() - cpu,
+            "snapshots": sum(len(t.metadata.snapshots) for t in tables), "peak_rss_mb": peak_rss_mb()}
+
+
+def case_long_stream(args: argparse.Namespace) -> dict[str, Any]:
+    """``--files`` tiny files to one table, one commit per file (``window.max_batch_files=1``),
+    other settings default. Per ``--segment`` commits: wall time, the metadata file's size and
+    the snapshots in it at the segment's end, peak RSS so far."""
+    from ingester.wiring import build_engine
+
+    files = data.write_small_files(Path(args.data), args.files, args.rows_per_file)
+    home = Path(tempfile.mkdtemp(prefix="bench-long-"))
+    settings = settings_for(home, Path(args.data), window={"max_batch_files": 1})
+    publish_files(settings, files)
+    engine = build_engine(settings)
+    committer = engine.committer
+    apply = committer.apply
+    segments: list[dict[str, Any]] = []
+    state = {"commits": 0, "since": 0.0}
+
+    def measured_apply(loaded: Any, extra_delete_keys: Any = None) -> Any:
+        result = apply(loaded, extra_delete_keys)
+        if result.snapshot_id is None:
+            return result
+        state["commits"] += 1
+        if state["commits"] % args.segment == 0:
+            now = time.perf_counter()
+            table = committer.catalog.load_table(("default", "events_0"))
+            size = Path(table.metadata_location.removeprefix("file://")).stat().st_size
+            segments.append({"commits": state["commits"], "seconds": now - state["since"], "metadata_kb": size / 1024,
+                             "snapshots": len(table.metadata.snapshots), "peak_rss_mb": peak_rss_mb()})
+            state["since"] = time.perf_counter()  # the measurement itself is not counted
+        return result
+
+    committer.apply = measured_apply  # type: ignore[method-assign]
+    state["since"] = time.perf_counter()
+    stats, timing = timed_run(engine, lambda: None)
+    return {"files": len(files), "commits": state["commits"], "rows": stats.rows, **timing, "segments": segments,
+            "peak_rss_mb": peak_rss_mb()}
+
+
 CASES = {"daemon": case_daemon, "pyiceberg_append": case_pyiceberg_append, "latency": case_latency,
-         "pyiceberg_upsert": case_pyiceberg_upsert}
+         "pyiceberg_upsert": case_pyiceberg_upsert, "small_files": case_small_files, "add_files": case_add_files,
+         "append_per_file": case_append_per_file, "long_stream": case_long_stream}
 
 
 def main() -> None:
@@ -228,6 +377,11 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=20.0)
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--merge-rows", type=int, default=200_000)
+    p.add_argument("--files", type=int, default=2_000, help="small files: how many")
+    p.add_argument("--files-limit", type=int, default=0, help="append_per_file: only the first N files")
+    p.add_argument("--segment", type=int, default=1_000, help="long_stream: commits per measured segment")
+    p.add_argument("--prefix", default=None, help="small_files on Kafka: where the files' copies are (s3://...)")
+    p.add_argument("--catalog-json", default=None, help="small_files on Kafka: Settings.catalog as JSON")
     args = p.parse_args()
     print(json.dumps(CASES[args.case](args)))
 

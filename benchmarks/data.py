@@ -70,3 +70,27 @@ def write_files(folder: Path, rows: int, rows_per_file: int, seed: int = 42, fir
         pq.write_table(events(n, seed, first_id + i * rows_per_file), path, row_group_size=65_536)
     done.touch()
     return paths
+
+
+SMALL_CHUNK_ROWS = 100_000
+
+
+def write_small_files(folder: Path, files: int, rows_per_file: int, seed: int = 42) -> list[Path]:
+    """``files`` parquet files of ``rows_per_file`` ``events`` rows each (ids contiguous across
+    files), as producers flushing often write them; made from a few large tables sliced up
+    (``events`` per file would spend minutes on text pools). Cached like ``write_files``."""
+    key = hashlib.sha1(f"small/{files}/{rows_per_file}/{seed}".encode()).hexdigest()[:10]
+    out = folder / f"small-{key}"
+    done = out / ".complete"
+    paths = [out / f"events.{i:06d}.parquet" for i in range(files)]
+    if done.exists():
+        return paths
+    out.mkdir(parents=True, exist_ok=True)
+    per_chunk = max(1, SMALL_CHUNK_ROWS // rows_per_file)
+    for first in range(0, files, per_chunk):
+        count = min(per_chunk, files - first)
+        chunk = events(count * rows_per_file, seed, first * rows_per_file)
+        for j in range(count):
+            pq.write_table(chunk.slice(j * rows_per_file, rows_per_file), paths[first + j])
+    done.touch()
+    return paths

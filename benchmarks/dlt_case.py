@@ -1,10 +1,12 @@
 """dlt destination cases, for ours and for dlt-iceberg (run in its own venv).
 
-    python benchmarks/dlt_case.py prepare|load --impl ours|dlt_iceberg --work DIR --rows N [--merge]
+    python benchmarks/dlt_case.py prepare|load|run --impl ours|dlt_iceberg --work DIR --rows N [--merge]
 
 ``prepare`` makes one small load (tables exist, as in steady state), then extracts and
-normalizes the measured rows (not timed); ``load`` runs only the load step in a fresh
-process and prints one JSON line: seconds, peak RSS, snapshots, data files, rows.
+normalizes the measured rows (not timed; ``--cold``: the small load only); ``load`` runs only
+the load step in a fresh process and prints one JSON line: seconds, peak RSS, snapshots, data
+files, rows. ``run`` is a whole cron-run pipeline (``pipeline.run``: extract, normalize, load)
+for the cold-process case: the caller times the process from outside (imports included).
 """
 
 from __future__ import annotations
@@ -82,13 +84,14 @@ def table_stats(impl: str, work: Path) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("phase", choices=["prepare", "load"])
+    p.add_argument("phase", choices=["prepare", "load", "run"])
     p.add_argument("--impl", choices=["ours", "dlt_iceberg"], required=True)
     p.add_argument("--work", required=True)
     p.add_argument("--rows", type=int, required=True)
     p.add_argument("--first-id", type=int, default=0)
     p.add_argument("--merge", action="store_true")
     p.add_argument("--base-rows", type=int, default=0, help="rows loaded before the measured load")
+    p.add_argument("--cold", action="store_true", help="prepare: only the first small load")
     args = p.parse_args()
     work = Path(args.work)
     pl = pipeline(args.impl, work, "bench")
@@ -96,10 +99,17 @@ def main() -> None:
         # steady state: tables and dlt's own tables exist (one small load first), then the
         # measured load is extracted and normalized
         pl.run(resource_for(1_000, 10**12, args.merge), loader_file_format="parquet")
+        if args.cold:
+            return
         if args.base_rows:
             pl.run(resource_for(args.base_rows, 0, args.merge), loader_file_format="parquet")
         pl.extract(resource_for(args.rows, args.first_id, args.merge), loader_file_format="parquet")
         pl.normalize()
+        return
+    if args.phase == "run":
+        info = pl.run(resource_for(args.rows, args.first_id, args.merge), loader_file_format="parquet")
+        info.raise_on_failed_jobs()
+        print(json.dumps({"rows": args.rows}))  # no table stats: they would be timed too
         return
     warm_imports(args.impl)
     started = time.perf_counter()

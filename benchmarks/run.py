@@ -3,6 +3,13 @@
     python3 dev.py bench              # full run (about 15 minutes on 2 cores)
     python3 dev.py bench --quick      # smaller sizes, a few minutes
 
+Sections of their own, instead of the full run (they combine; ``--kafka`` adds the Kafka + S3
+variant of the small-files cases; ``--quick`` keeps 2,000 files and 3,000 commits):
+
+    python3 dev.py bench --small-files   # 2,000 / 20,000 files of 500 rows over 1 / 4 / 100 tables
+    python3 dev.py bench --long-stream   # 10,000 commits to one table, cost per 1,000
+    python3 dev.py bench --cold          # whole dlt pipeline processes, 10k and 1M rows
+
 dlt-iceberg 0.6.4 runs in its own venv, the one the parity suite uses
 (``tests/parity/reference_venv.py``: made on first use, cached under ``~/.cache/ingester/``).
 """
@@ -15,6 +22,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +47,38 @@ def case(name: str, *args: str) -> Row:
     return run_json([sys.executable, str(HERE / "cases.py"), name, *args])
 
 
-def medians(runs: int, cases: dict[str, list[str]]) -> dict[str, Row]:
-    """Each case ``runs`` times, interleaved (so drift hits all alike); per case the run with
+def interleaved(runs: int, thunks: dict[str, Callable[[], Row]]) -> dict[str, Row]:
+    """Each thunk ``runs`` times, interleaved (so drift hits all alike); per thunk the run with
     the median seconds."""
-    got: dict[str, list[Row]] = {k: [] for k in cases}
+    got: dict[str, list[Row]] = {k: [] for k in thunks}
     for _ in range(runs):
-        for k, argv in cases.items():
-            got[k].append(case(*argv))
+        for k, thunk in thunks.items():
+            got[k].append(thunk())
     return {k: sorted(rs, key=lambda r: r["seconds"])[len(rs) // 2] for k, rs in got.items()}
+
+
+def medians(runs: int, cases: dict[str, list[str]]) -> dict[str, Row]:
+    """Each case ``runs`` times, interleaved; per case the run with the median seconds."""
+    return interleaved(runs, {k: (lambda argv=argv: case(*argv)) for k, argv in cases.items()})
+
+
+def timed_process(cmd: list[str], env: dict[str, str] | None = None) -> Row:
+    """Run ``cmd`` as /usr/bin/time does: whole-process wall seconds, CPU seconds and peak RSS
+    of that child (``os.wait4``), plus the JSON its last stdout line holds (if any)."""
+    print("  $", " ".join(Path(c).name if i < 2 else c for i, c in enumerate(cmd)), file=sys.stderr, flush=True)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=HERE.parent, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            raise SystemExit(f"process failed: {' '.join(cmd)}\n{err.read().decode()[-3000:]}")
+        lines = out.read().decode().strip().splitlines()
+    row = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    return {**row, "seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def kafka_note(r: Row) -> str:
@@ -82,12 +116,176 @@ def line(case_name: str, impl: str, r: Row, ratio: str = "", target: str = "") -
     ]
 
 
+SMALL_ROWS = 500
+SMALL_HEADER = ["case", "impl", "files", "rows", "seconds", "files/s", "rows/s", "CPU s/1k files", "snapshots", "peak RSS MB",
+                "ratio", "target"]
+
+
+def small_line(name: str, impl: str, r: Row, ratio: str = "", target: str = "") -> list[str]:
+    files, secs = r["files"], r["seconds"]
+    return [name, impl, f"{files:,}", f"{r['rows']:,}", f"{secs:.2f}", f"{files / secs:,.0f}", f"{r['rows'] / secs:,.0f}",
+            f"{r['cpu_s'] * 1000 / files:.2f}", str(r.get("snapshots", "-")), f"{r['peak_rss_mb']:,.0f}", ratio, target]
+
+
+def files_per_s(r: Row) -> float:
+    return float(r["files"] / r["seconds"])
+
+
+def ingester_command() -> str:
+    return str(Path(sys.executable).parent / "ingester")
+
+
+def startup_line() -> list[str]:
+    """``ingester run --exit-when-idle`` on an empty spool, a fresh process: what every run pays
+    before its first event (imports, settings, catalog, one empty poll of ``poll_timeout_s``)."""
+    home = tempfile.mkdtemp(prefix="bench-startup-")
+    r = timed_process([ingester_command(), "run", "--exit-when-idle"], {**os.environ, "INGESTER_HOME": home})
+    return ["process start-up", "ingester run --exit-when-idle, empty spool", "-", "-", f"{r['seconds']:.2f}", "-", "-",
+            f"CPU {r['cpu_s']:.2f} s", "-", f"{r['peak_rss_mb']:,.0f}", "whole process, timed apart", ""]
+
+
+class TestStack:
+    """SeaweedFS (S3 + REST catalog) and Tansu, as the integration tests start them."""
+
+    def __init__(self) -> None:
+        sys.path.insert(0, str(HERE.parent))
+        from ingester.testing.localstack import SeaweedServer, TansuBroker
+
+        self.seaweed = SeaweedServer.start(Path(tempfile.mkdtemp(prefix="bench-seaweed-")))
+        self.broker = TansuBroker.start()
+        self.uploaded: dict[int, str] = {}
+
+    def catalog_json(self) -> str:
+        w = self.seaweed
+        return json.dumps({"type": "rest", "uri": w.iceberg_uri, "warehouse": w.warehouse,
+                           "credential": f"{w.access_key}:{w.secret_key}", "oauth2_server_uri": w.token_endpoint,
+                           "s3_endpoint": w.s3_endpoint, "s3_access_key_id": w.access_key,
+                           "s3_secret_access_key": w.secret_key, "s3_region": w.region})
+
+    def upload(self, files: list[Path]) -> str:
+        """Copies of ``files`` in the S3 bucket (once per file count); returns their prefix."""
+        from pyarrow import fs as pafs
+
+        from ingester.storage import s3_filesystem
+
+        if len(files) not in self.uploaded:
+            w = self.seaweed
+            fs = s3_filesystem(w.s3_endpoint, w.access_key, w.secret_key, w.region)
+            key = f"warehouse/bench-small-{len(files)}"
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda p: pafs.copy_files(str(p), f"{key}/{p.name}", destination_filesystem=fs), files))
+            self.uploaded[len(files)] = f"s3://{key}"
+        return self.uploaded[len(files)]
+
+    def stop(self) -> None:
+        self.broker.stop()
+        self.seaweed.stop()
+
+
+def small_files_table(args: argparse.Namespace, data_dir: Path) -> list[list[str]]:
+    """Small files on the spool (and on Kafka + S3), each case interleaved with the ``add_files``
+    limit; the naive consumer once per case, on its first ``--naive-files`` files."""
+    import data
+
+    table = [SMALL_HEADER, startup_line()]
+    stack = TestStack() if args.kafka else None
+    first: dict[int, Row] = {}
+    try:
+        for n in args.small_counts or ([2_000] if args.quick else [2_000, 20_000]):
+            files = data.write_small_files(data_dir, n, SMALL_ROWS)
+            for tables in args.small_tables or [1, 4, 100]:
+                common = ["--data", str(data_dir), "--files", str(n), "--rows-per-file", str(SMALL_ROWS), "--tables", str(tables)]
+                cases = {"limit": ["add_files", *common], "ours": ["small_files", *common]}
+                if stack is not None:
+                    cases["kafka"] = ["small_files", *common, "--kafka", stack.broker.bootstrap_servers,
+                                      "--prefix", stack.upload(files), "--catalog-json", stack.catalog_json()]
+                got = medians(args.repeat if n < 10_000 else 1, cases)
+                naive = case("append_per_file", *common, "--files-limit", str(min(n, args.naive_files)))
+                limit, ours = got["limit"], got["ours"]
+                name = f"{n:,} files, {tables} tables"
+                table.append(small_line(name, "pyiceberg add_files per table", limit))
+                table.append(small_line(name, "ingester (spool)", ours, f"{limit['seconds'] / ours['seconds']:.2f}x limit", ">= 1x"))
+                if tables in first:
+                    base = first[tables]
+                    table.append(small_line(name, "ingester (spool) vs 2,000 files", ours,
+                                            f"files/s {files_per_s(ours) / files_per_s(base):.2f}x, "
+                                            f"RSS {ours['peak_rss_mb'] / base['peak_rss_mb']:.2f}x", ">= 0.9x, <= 1.2x"))
+                else:
+                    first[tables] = ours
+                if "kafka" in got:
+                    k = got["kafka"]
+                    table.append(small_line(name, "ingester (Kafka + S3)", k,
+                                            f"{files_per_s(k) / files_per_s(ours):.2f}x spool{kafka_note(k)}", ">= 0.8x"))
+                table.append(small_line(name, "pyiceberg append per file", naive,
+                                        f"{files_per_s(naive) / files_per_s(ours):.2f}x ingester"))
+    finally:
+        if stack is not None:
+            stack.stop()
+    return table
+
+
+def long_stream_table(args: argparse.Namespace, data_dir: Path) -> list[list[str]]:
+    """One commit per tiny file to one table; the cost of each segment of commits."""
+    import data
+
+    n = args.long_commits or (3_000 if args.quick else 10_000)
+    data.write_small_files(data_dir, n, 10)
+    r = case("long_stream", "--data", str(data_dir), "--files", str(n), "--rows-per-file", "10", "--segment", str(args.segment))
+    table = [["commits", "seconds", "ms/commit", "metadata KB", "snapshots", "peak RSS MB", "ratio", "target"]]
+    segments = r["segments"]
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        table.append([f"{seg['commits'] - args.segment:,}-{seg['commits']:,}", f"{seg['seconds']:.1f}",
+                      f"{seg['seconds'] * 1000 / args.segment:.0f}", f"{seg['metadata_kb']:,.0f}", str(seg["snapshots"]),
+                      f"{seg['peak_rss_mb']:,.0f}", f"{seg['seconds'] / segments[0]['seconds']:.2f}x the first" if i else "",
+                      "<= 1.2x" if last and i else ""])
+    table.append([f"all {r['commits']:,}", f"{r['seconds']:.1f}", f"{r['seconds'] * 1000 / max(r['commits'], 1):.0f}", "-", "-",
+                  f"{r['peak_rss_mb']:,.0f}", f"CPU {r['cpu_s']:.0f} s", ""])
+    return table
+
+
+def cold_table(args: argparse.Namespace, work: Path) -> list[list[str]]:
+    """A cron-run dlt pipeline (import, connect, extract, normalize, load) as a fresh process per
+    run, ours against dlt-iceberg, interleaved; both destinations' tables exist already."""
+    table = [["case", "impl", "rows", "process seconds", "CPU seconds", "peak RSS MB", "ratio", "target"]]
+    script = str(HERE / "dlt_case.py")
+    for rows in (10_000, 1_000_000):
+        thunks: dict[str, Callable[[], Row]] = {}
+        for impl in ("ours", "dlt_iceberg"):
+            py = sys.executable if impl == "ours" else str(dlt_iceberg_python())
+            env = None if impl == "ours" else clean_env()
+            common = ["--impl", impl, "--work", str(work / f"cold-{impl}-{rows}"), "--rows", str(rows)]
+            prep = subprocess.run([py, script, "prepare", "--cold", *common], capture_output=True, text=True, cwd=HERE.parent,
+                                  env=env)
+            if prep.returncode:
+                raise SystemExit(f"prepare failed for {impl}: {prep.stderr[-3000:]}")
+            thunks[impl] = lambda py=py, common=common, env=env: timed_process([py, script, "run", *common], env)
+        got = interleaved(args.repeat, thunks)
+        ours, theirs = got["ours"], got["dlt_iceberg"]
+        for impl, r in (("ingester iceberg()", ours), ("dlt-iceberg 0.6.4", theirs)):
+            ratio = f"ours {theirs['seconds'] / ours['seconds']:.2f}x faster" if r is theirs else ""
+            target = (">= 1x" if rows < 100_000 else ">= 1.5x") if r is theirs else ""
+            table.append([f"cold dlt run {rows:,} rows", impl, f"{rows:,}", f"{r['seconds']:.2f}", f"{r['cpu_s']:.2f}",
+                          f"{r['peak_rss_mb']:,.0f}", ratio, target])
+    return table
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="smaller sizes")
     p.add_argument("--kafka", action="store_true", help="also run the Kafka source (starts a local broker)")
     p.add_argument("--skip-dlt-iceberg", action="store_true")
     p.add_argument("--repeat", type=int, default=3, help="runs per daemon throughput case (median shown)")
+    p.add_argument("--small-files", action="store_true", help="run the small-files section")
+    p.add_argument("--small-counts", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                   help="small files: file counts, e.g. 2000,20000")
+    p.add_argument("--small-tables", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                   help="small files: table counts, e.g. 1,4,100")
+    p.add_argument("--naive-files", type=int, default=500, help="small files: files the naive consumer appends")
+    p.add_argument("--long-stream", action="store_true", help="run the long-stream section")
+    p.add_argument("--long-commits", type=int, default=0, help="long stream: commits (default 10,000; --quick 3,000)")
+    p.add_argument("--segment", type=int, default=1_000, help="long stream: commits per measured segment")
+    p.add_argument("--cold", action="store_true", help="run the cold-process dlt section")
     args = p.parse_args()
     m = 1_000_000
     sizes = {"append": [m, 5 * m], "merge_base": m, "merge": 200_000, "memory": [m, 10 * m] if args.quick else [m, 10 * m, 50 * m]}
@@ -98,6 +296,15 @@ def main() -> None:
     header = ["case", "impl", "rows", "seconds", "rows/s", "MB/s", "snapshots", "data files", "peak RSS MB", "ratio", "target"]
     table: list[list[str]] = [header]
     d = ["--data", str(data)]
+    if args.small_files or args.long_stream or args.cold:
+        sections = [(args.small_files, "small files", lambda: small_files_table(args, data)),
+                    (args.long_stream, "long stream", lambda: long_stream_table(args, data)),
+                    (args.cold, "cold process", lambda: cold_table(args, work))]
+        for wanted, title, build in sections:
+            if wanted:
+                print(f"[{title}]", file=sys.stderr)
+                print(f"\n{title}\n\n{fmt(build())}", flush=True)
+        return
 
     print("[1] dlt destination mode vs dlt-iceberg (load step)", file=sys.stderr)
     for rows in sizes["append"]:

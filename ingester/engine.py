@@ -2,7 +2,10 @@
 
 Backpressure: admission is refused when in-flight bytes would pass the budget; then the
 source is paused, the largest open window is flushed, and the loop keeps polling (a Kafka
-consumer stays in its group) until commits free room. Acks follow commits, never precede.
+consumer stays in its group) until commits free room. Acks follow commits, never precede: the
+consume loop acks once per poll whatever was committed meanwhile (one spool transaction or one
+offset commit per poll, not per batch). Per event the loop does O(1) work; metrics are counted
+once per poll.
 Table maintenance (``ingester.maintenance``) runs in a table's worker between its batches when due.
 A ``CommitHook`` (the wiring injects the crash tests' one) is told each batch's two moments:
 ``before-commit`` (read, not yet applied) and ``after-commit`` (committed, not yet acked).
@@ -285,19 +288,24 @@ class Engine:
         return Pending(event, m.position), table
 
     async def _admit_held(self) -> None:
+        """Admit held events while the budget allows, into their windows; metrics once per call."""
+        admitted: dict[TableRef, int] = {}
         while self._held:
             _, pending, table = self._held[0]
             if pending is None or table is None:
                 self._held.popleft()
                 continue
             if not self.budget.try_acquire(pending.event.byte_size):
-                return
+                break
             self._held.popleft()
-            self._counts["events"] += 1
-            self.metrics.events.labels(str(table)).inc()
-            self.metrics.last_admitted.labels(str(table)).set_to_current_time()
-            self.metrics.inflight_bytes.set(self.budget.used)
+            admitted[table] = admitted.get(table, 0) + 1
             self._outbox.extend(self.windows.add(table, pending))
+        if admitted:
+            self._counts["events"] += sum(admitted.values())
+            for table, n in admitted.items():
+                self.metrics.events.labels(str(table)).inc(n)
+                self.metrics.last_admitted.labels(str(table)).set_to_current_time()
+            self.metrics.inflight_bytes.set(self.budget.used)
 
     async def _wait_for_room(self) -> None:
         """Pause, flush the biggest window, wait for a commit while still polling."""
@@ -363,8 +371,8 @@ class Engine:
     async def _worker(self, batches: MemoryObjectReceiveStream[Batch]) -> None:
         async with batches:
             async for batch in batches:
-                await self._commit(batch)
-                if self.maintenance is not None and self.maintenance.is_due(batch.table):
+                result = await self._commit(batch)
+                if self.maintenance is not None and self.maintenance.is_due(batch.table, result.snapshots):
                     # the table's own worker, between its batches: never races our commits to it; a stop's
                     # deadline abandons a long round (its files are orphans at worst)
                     await anyio.to_thread.run_sync(self.maintenance.run, batch.table, abandon_on_cancel=True)
@@ -373,7 +381,7 @@ class Engine:
         self._counts["retries"] += 1
         self.metrics.retries.labels(type(exc).__name__).inc()
 
-    async def _commit(self, batch: Batch) -> None:
+    async def _commit(self, batch: Batch) -> CommitResult:
         started = time.monotonic()
         result = await commit_with_retries(
             self.committer, batch, self.retry, on_retry=self._retried, before_apply=lambda _: self._at("before-commit")
@@ -385,8 +393,8 @@ class Engine:
         self.budget.release(batch.byte_size)
         self.metrics.inflight_bytes.set(self.budget.used)
         self.tracker.done(batch.positions)
-        self._progress.set()
-        await self._ack()
+        self._progress.set()  # the consume loop acks, once per poll for all the batches committed meanwhile
+        return result
 
     def _at(self, point: str) -> None:
         if self._hook is not None:

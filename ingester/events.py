@@ -99,21 +99,17 @@ class _Envelope(BaseModel):
 
 
 def decode_event(raw: bytes) -> FileEvent:
-    """Parse one queue message. Raises ``InvalidEvent`` naming the field that is wrong."""
+    """Parse one queue message. Raises ``InvalidEvent`` naming the field that is wrong.
+
+    A valid envelope is parsed and validated in one pass (pydantic's JSON parser); whatever that
+    refuses is parsed again the way the errors are worded (``json``, then validation), so both
+    paths accept the same envelopes and an invalid one gets the same reason either way."""
     if len(raw) > MAX_ENVELOPE_BYTES:
         raise InvalidEvent(f"envelope is {len(raw)} bytes, over the {MAX_ENVELOPE_BYTES} limit")
     try:
-        obj = json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers over the digit limit
-        raise InvalidEvent(f"not JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidEvent("not JSON: nested too deeply") from None
-    if not isinstance(obj, dict):
-        raise InvalidEvent(f"envelope must be a JSON object, got {type(obj).__name__}")
-    try:
-        env = _Envelope.model_validate(obj)
-    except ValidationError as exc:
-        raise InvalidEvent(describe_validation_error(exc)) from None
+        env = _Envelope.model_validate_json(raw)
+    except ValidationError:
+        env = _validated(raw)
     if (env.location is None) == (env.data is None):
         raise InvalidEvent("exactly one of fields 'location' and 'data' must be set")
     data = None
@@ -141,6 +137,22 @@ def decode_event(raw: bytes) -> FileEvent:
         columns=env.columns,
         keys_only=env.keys_only,
     )
+
+
+def _validated(raw: bytes) -> _Envelope:
+    """The envelope in ``raw``, or ``InvalidEvent`` saying what is wrong with it."""
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers over the digit limit
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent("not JSON: nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"envelope must be a JSON object, got {type(obj).__name__}")
+    try:
+        return _Envelope.model_validate(obj)
+    except ValidationError as exc:
+        raise InvalidEvent(describe_validation_error(exc)) from None
 
 
 def encode_event(event: FileEvent) -> bytes:

@@ -30,6 +30,7 @@ DEFAULT_WRITE_CHUNK_BYTES = 128 * 1024 * 1024
 DEFAULT_MAINTENANCE_INTERVAL_S = 600.0
 DEFAULT_EXPIRE_OLDER_THAN_S = 6 * 3600.0
 DEFAULT_RETAIN_LAST = 100
+DEFAULT_MAX_SNAPSHOTS = 500
 DEFAULT_TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
 DEFAULT_MIN_INPUT_FILES = 5
 DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
@@ -176,15 +177,26 @@ class MaintenanceSettings(_Section):
     interval_s: float = Field(DEFAULT_MAINTENANCE_INTERVAL_S, gt=0, description="time between rounds per table")
     expire_older_than_s: float = Field(
         DEFAULT_EXPIRE_OLDER_THAN_S, ge=0,
-        description="expire snapshots older than this; event-id / load-id dedupe reaches back this far",
+        description="expire snapshots older than this (time travel only: dedupe reads the table's ledger, it has no horizon)",
     )
     retain_last: int = Field(DEFAULT_RETAIN_LAST, ge=1, description="always keep this many newest snapshots")
+    max_snapshots: int = Field(
+        DEFAULT_MAX_SNAPSHOTS, ge=2,
+        description="a table holding more snapshots is maintained at once and keeps only the newest retain_last, whatever their age: the bound on its metadata",
+    )
     target_file_size_bytes: int = Field(
         DEFAULT_TARGET_FILE_SIZE_BYTES, ge=1, description="compacted data file size (on disk, estimated)"
     )
     min_input_files: int = Field(
         DEFAULT_MIN_INPUT_FILES, ge=1, description="compact a partition once it has this many small files"
     )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> MaintenanceSettings:
+        if self.max_snapshots <= self.retain_last:
+            raise ValueError(f"maintenance.max_snapshots ({self.max_snapshots}) must be above maintenance.retain_last "
+                             f"({self.retain_last})")
+        return self
 
 
 class Settings(BaseSettings):

@@ -20,6 +20,7 @@ from ingester.commit.committer import SnapshotCommitter
 from ingester.commit.options import WriteOptions
 from ingester.deadletter import DeadLetterSink, FolderDeadLetters, KafkaDeadLetters
 from ingester.engine import CommitHook, Engine
+from ingester.iceberg_layer.ledger import Ledger
 from ingester.maintenance.maintainer import TableMaintainer
 from ingester.maintenance.planning import MaintenancePolicy
 from ingester.maintenance.schedule import MaintenanceSchedule
@@ -48,11 +49,14 @@ def s3_for(settings: Settings) -> pafs.S3FileSystem | None:
 
 
 def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
+    """The daemon's committer: dedupe by the snapshots' markers and the ledger beside each table."""
+    catalog = open_catalog(settings.catalog, settings.home_dir)
     return SnapshotCommitter(
-        open_catalog(settings.catalog, settings.home_dir),
+        catalog,
         FileReader(settings.allowed_prefixes, s3_for(settings), settings.storage.read_concurrency),
         group=group,
         options=WriteOptions.from_settings(settings.commit),
+        ledger=Ledger(catalog),
     )
 
 
@@ -93,10 +97,11 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def build_maintenance(settings: Settings, catalog: Catalog) -> MaintenanceSchedule:
+def build_maintenance(settings: Settings, catalog: Catalog, ledger: Ledger | None = None) -> MaintenanceSchedule:
+    """``ledger``: the committer's, to share its cache (default: a new one on ``catalog``)."""
     m = settings.maintenance
-    policy = MaintenancePolicy(m.expire_older_than_s, m.retain_last, m.target_file_size_bytes, m.min_input_files)
-    return MaintenanceSchedule(catalog, TableMaintainer(policy), m.interval_s)
+    policy = MaintenancePolicy(m.expire_older_than_s, m.retain_last, m.target_file_size_bytes, m.min_input_files, m.max_snapshots)
+    return MaintenanceSchedule(catalog, TableMaintainer(policy, ledger=ledger or Ledger(catalog)), m.interval_s)
 
 
 CRASH_ENV = "INGESTER_TEST_CRASH"
@@ -133,6 +138,6 @@ def build_engine(settings: Settings, source: Source | None = None, metrics: Metr
         poll_timeout_s=settings.source.poll_timeout_s,
         revoke_timeout_s=settings.source.revoke_timeout_s,
         metrics=metrics,
-        maintenance=build_maintenance(settings, committer.catalog) if settings.maintenance.enabled else None,
+        maintenance=build_maintenance(settings, committer.catalog, committer.ledger) if settings.maintenance.enabled else None,
         commit_hook=crash_hook(spec) if (spec := os.environ.get(CRASH_ENV)) else None,
     )

@@ -166,8 +166,8 @@ def publish_cmd(
     primary_key: Annotated[list[str] | None, typer.Option(help="primary key column (repeat)")] = None,
 ) -> None:
     """Stage files and put one event per file on the configured queue."""
-    from ingester.events import FileEvent, WriteDisposition
     from ingester.dlt.package import load_package_events
+    from ingester.events import FileEvent, WriteDisposition
     from ingester.publish import file_event, publish
     from ingester.wiring import build_queue, build_stager
 
@@ -235,14 +235,17 @@ def maintain(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _table_refs(settings: Settings, catalog: Catalog, table: str | None) -> list[TableRef]:
-    """``TableRef``s of ``table`` (``namespace.table``, or a table of the default namespace), or of every table."""
+def _table_refs(settings: Settings, catalog: Catalog, table: str | None, ledgers: bool = False) -> list[TableRef]:
+    """``TableRef``s of ``table`` (``namespace.table``, or a table of the default namespace), or of
+    every table (the tables' ledgers too with ``ledgers``: maintenance keeps them with their tables)."""
     from ingester.batch import TableRef
+    from ingester.iceberg_layer.ledger import is_ledger
 
     if table:
         namespace, _, name = table.rpartition(".")
         return [TableRef(namespace or settings.routing.namespace_prefix + settings.routing.namespace, name)]
-    return [TableRef(".".join(i[:-1]), i[-1]) for ns in catalog.list_namespaces() for i in catalog.list_tables(ns)]
+    idents = [i for ns in catalog.list_namespaces() for i in catalog.list_tables(ns)]
+    return [TableRef(".".join(i[:-1]), i[-1]) for i in idents if ledgers or not is_ledger(i[-1])]
 
 
 @app.command("remove-orphans")
@@ -260,7 +263,7 @@ def remove_orphans_cmd(
     failed = False
     with _fails_cleanly():
         catalog = open_catalog(settings.catalog, settings.home_dir)
-        refs = _table_refs(settings, catalog, table)
+        refs = _table_refs(settings, catalog, table, ledgers=True)
     with Display(shown(settings)) as display:
         for ref in display.track(refs, "removing orphans"):
             failed |= not _remove_orphans_of(catalog, ref, older_than_hours, dry_run, display)

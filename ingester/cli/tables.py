@@ -1,4 +1,5 @@
-"""What landed: one row per table of the catalog (``ingester tables``)."""
+"""What landed: one row per table of the catalog (``ingester tables``), the ingester's own
+ledgers (``ingester.iceberg_layer.ledger``) left out."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from pyiceberg.catalog import Catalog
+
+from ingester.iceberg_layer.ledger import is_ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,8 @@ def list_tables(catalog: Catalog) -> list[TableInfo]:
     out = []
     for ns in catalog.list_namespaces():
         for ident in catalog.list_tables(ns):
+            if is_ledger(ident[-1]):
+                continue
             table = catalog.load_table(ident)
             snap = table.current_snapshot()
             summary = snap.summary.additional_properties if snap and snap.summary else {}

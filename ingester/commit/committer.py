@@ -35,6 +35,8 @@ from ingester.errors import SchemaConflict, TerminalError
 from ingester.events import FileEvent, WriteDisposition
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.dictionaries import dictionary_encoded
+from ingester.iceberg_layer.ledger import Ledger, LedgerEntry
+from ingester.iceberg_layer.transactions import transaction
 from ingester.partitioning import spec_for
 from ingester.retry import RetryPolicy
 from ingester.schema import evolution, evolved, normalize_schema, table_arrow_schema, to_iceberg
@@ -73,6 +75,8 @@ class CommitResult:
     duplicates: int = 0
     rejected: tuple[Rejected, ...] = field(default=())
     zero_copy: bool = False
+    snapshots: int = 0
+    """Snapshots the table holds after the commit (0 when nothing was committed)."""
 
 
 def _fail_on_conflict(table: Table) -> None:
@@ -131,16 +135,20 @@ class SnapshotCommitter:
         options: WriteOptions = WriteOptions(),
         fail_on_reject: bool = False,
         table_location: Callable[[TableRef], str | None] | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         """``fail_on_reject``: raise ``TerminalError`` instead of committing the rest when a file
         is set aside (all-or-nothing per batch, as a dlt load job needs). ``table_location``:
-        where a table this committer creates goes (None: the catalog decides)."""
+        where a table this committer creates goes (None: the catalog decides). ``ledger``: where
+        committed event ids are kept for good, beside each table (the daemon's; None: the
+        snapshots' markers alone, as a dlt load needs, whose replays come within the load)."""
         self.catalog = catalog
         self.reader = reader
         self.group = group
         self.options = options
         self.fail_on_reject = fail_on_reject
-        self._markers = mk.MarkerCache()
+        self.ledger = ledger
+        self._markers = mk.MarkerCache(ledger.history if ledger is not None else None)
         self._lock = threading.Lock()
         self.table_location = table_location
 
@@ -210,7 +218,7 @@ class SnapshotCommitter:
             target = table_arrow_schema(table.schema())
             try:
                 _fail_on_conflict(table)
-                with table.transaction() as tx:
+                with transaction(table) as tx:
                     rows, zero = self._write(tx, table, loaded.batch, todo, target, props, state, extra_delete_keys)
             except BadFile as bad:
                 rejected.append(Rejected(bad.file.item.event, bad.file.item.position, str(bad)))
@@ -219,7 +227,10 @@ class SnapshotCommitter:
                 continue
             snap = table.current_snapshot()
             log.info("committed %s: %d rows from %d files, snapshot %s", ref, rows, len(todo), snap and snap.snapshot_id)
-            return CommitResult(ref, snap.snapshot_id if snap else None, rows, len(todo), duplicates, tuple(rejected), zero)
+            if snap is not None:
+                self._record(table, snap.snapshot_id, todo)
+            return CommitResult(ref, snap.snapshot_id if snap else None, rows, len(todo), duplicates, tuple(rejected), zero,
+                                len(table.metadata.snapshots))
         return CommitResult(ref, None, duplicates=duplicates, rejected=tuple(rejected))
 
     def _delete_only(self, batch: Batch, keys: pa.Table) -> CommitResult:
@@ -232,30 +243,42 @@ class SnapshotCommitter:
             return CommitResult(ref, None)
         state = self._markers.read(str(ref), table)
         _fail_on_conflict(table)
-        with table.transaction() as tx:
+        with transaction(table) as tx:
             self._write(tx, table, batch, [], table_arrow_schema(table.schema()),
                         self._properties(batch, [], state), state, keys)
         snap = table.current_snapshot()
         return CommitResult(ref, snap.snapshot_id if snap else None)
 
     def _new_files(self, files: Sequence[SourceFile], state: mk.TableMarkers) -> list[SourceFile]:
-        """Files not committed before, each event id once (the first copy in the batch)."""
-        seen: set[str] = set()
+        """Files not committed before (by event id, or by offset), each event id once (the first
+        copy in the batch)."""
+        seen = state.event_ids.known(f.item.event.event_id for f in files if f.item.event.event_id is not None)
         new = []
         for f in files:
             event_id = f.item.event.event_id
-            if self._is_duplicate(f, state) or event_id in seen:
+            if event_id in seen or self._behind_offsets(f, state):
                 continue
             if event_id is not None:
                 seen.add(event_id)
             new.append(f)
         return new
 
-    def _is_duplicate(self, f: SourceFile, state: mk.TableMarkers) -> bool:
-        ev, pos = f.item.event, f.item.position
-        if ev.event_id is not None and ev.event_id in state.event_ids:
-            return True
+    def _behind_offsets(self, f: SourceFile, state: mk.TableMarkers) -> bool:
+        pos = f.item.position
         return pos is not None and self.group is not None and state.committed_offset(self.group, pos.partition) >= pos.offset
+
+    def _record(self, table: Table, snapshot_id: int, files: Sequence[SourceFile]) -> None:
+        """Write the commit to the table's ledger, if any. Never raises: the data is committed, and
+        a ledger left behind is brought up to date by the next commit or maintenance round (until
+        then maintenance keeps the snapshots it lacks)."""
+        if self.ledger is None:
+            return
+        entries = [LedgerEntry(ev.event_id, ev.load_id, ev.location, ev.byte_size) for ev in (f.item.event for f in files)]
+        try:
+            self.ledger.sync(table, {snapshot_id: entries})
+        except Exception as exc:
+            log.warning("ledger of %s not written, the next commit or maintenance round catches up: %s: %s",
+                        ".".join(table.name()), type(exc).__name__, exc)
 
     def _table(self, ref: TableRef, files: Sequence[SourceFile]) -> Table | None:
         """The table, made from the first file that can make it when missing (None: none can)."""

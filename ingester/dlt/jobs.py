@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+
 from dlt.common.destination.client import FollowupJobRequest, HasFollowupJobs, PreparedTableSchema, RunnableLoadJob
 from dlt.common.storages import FileStorage
 from dlt.common.storages.load_package import LoadJobInfo

@@ -5,7 +5,8 @@ files -> ``DataFile``s of a producer), ``footers`` (parquet footers with the tab
 over ``thrift_compact``), ``producers`` (merge-on-read, compaction, delete manifests),
 ``deletes`` (position delete files), ``schemas`` (arrow -> Iceberg schemas), ``dictionaries``
 (arrow dictionaries through a rewrite), ``markers`` (idempotency markers in snapshot
-summaries, shared by commit and maintenance).
+summaries, shared by commit and maintenance), ``ledger`` (the dedupe ledger table beside each
+data table), ``transactions`` (a transaction whose metadata view is built once per change).
 
 Private pyiceberg names used, and why. They force the pin ``pyiceberg>=0.12.0,<0.13`` in
 pyproject.toml: each is re-checked by the test suite on an upgrade.
@@ -30,4 +31,6 @@ pyproject.toml: each is re-checked by the test suite on an upgrade.
   drop the stored arrow schema.
 - ``pyiceberg.io.pyarrow._ConvertToIcebergWithoutIDs`` (schemas): arrow -> Iceberg types the
   way ``add_files`` converts them.
+- ``Transaction._table``, ``Transaction._updates`` (transactions): the base metadata and the
+  staged updates its ``table_metadata`` view is built from, to build it once per change.
 """

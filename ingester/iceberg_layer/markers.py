@@ -3,21 +3,34 @@
 Every snapshot we write carries: the batch id, the cumulative source offsets per consumer
 group and partition (carried forward so they survive snapshot expiry, as Iceberg's Kafka
 Connect sink does), the event ids and dlt load ids of the batch. On restart, or after
-``CommitStateUnknownException``, these decide what is already in the table.
+``CommitStateUnknownException``, these decide what is already in the table; event ids and
+replace load ids of snapshots already expired come from the table's ledger
+(``ingester.iceberg_layer.ledger``), read when the retained history does not reach back to the
+table's first snapshot.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
+
+from ingester.event_ids import EventIds
+
+if TYPE_CHECKING:
+    from ingester.iceberg_layer.ledger import LedgerHistory
 
 BATCH_ID = "ingester.batch-id"
 OFFSETS_PREFIX = "ingester.offsets."
 EVENT_IDS = "ingester.event-ids"
 LOAD_IDS = "ingester.load-ids"
 REPLACE_LOAD_ID = "ingester.replace-load-id"
+DEDUPE_KEYS = (EVENT_IDS, REPLACE_LOAD_ID)
+"""Markers read by the dedupe: a snapshot carrying one may go only once the ledger has it."""
 
 
 @dataclass(slots=True)
@@ -26,8 +39,7 @@ class TableMarkers:
 
     snapshot_id: int | None = None
     offsets: dict[str, dict[str, int]] = field(default_factory=dict)
-    event_ids: set[str] = field(default_factory=set)
-    load_ids: set[str] = field(default_factory=set)
+    event_ids: EventIds = field(default_factory=EventIds)
     replace_load_ids: set[str] = field(default_factory=set)
 
     def committed_offset(self, group: str, partition: str) -> int:
@@ -44,10 +56,15 @@ class TableMarkers:
 
 
 class MarkerCache:
-    """Markers per table, updated incrementally from new snapshots. One writer per table."""
+    """Markers per table, updated in place from the snapshots not seen yet. One writer per table.
 
-    def __init__(self) -> None:
+    ``history`` (the ledger's reader) is asked for what expired snapshots held when the markers
+    are built afresh and the retained history does not reach back to the table's first snapshot.
+    """
+
+    def __init__(self, history: Callable[[Table], LedgerHistory] | None = None) -> None:
         self._cache: dict[str, TableMarkers] = {}
+        self._history = history
 
     def read(self, key: str, table: Table) -> TableMarkers:
         current = table.current_snapshot()
@@ -57,39 +74,40 @@ class MarkerCache:
         elif cached is not None and cached.snapshot_id == current.snapshot_id:
             return cached
         else:
-            markers = self._rebuild(table, cached)
+            markers = self._update(table, current, cached)
         self._cache[key] = markers
         return markers
 
-    @staticmethod
-    def _rebuild(table: Table, cached: TableMarkers | None) -> TableMarkers:
+    def _update(self, table: Table, current: Snapshot, cached: TableMarkers | None) -> TableMarkers:
+        """``cached`` brought up to ``current`` (when ``current`` descends from it), else new markers."""
         meta = table.metadata
-        lineage = []
-        snap = table.current_snapshot()
+        lineage: list[Snapshot] = []
+        snap: Snapshot | None = current
         while snap is not None and (cached is None or snap.snapshot_id != cached.snapshot_id):
             lineage.append(snap)
-            snap = meta.snapshot_by_id(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
-        base = cached if (cached is not None and snap is not None) else TableMarkers()
-        markers = TableMarkers(
-            snapshot_id=lineage[0].snapshot_id if lineage else base.snapshot_id,
-            offsets={g: dict(p) for g, p in base.offsets.items()},
-            event_ids=set(base.event_ids),
-            load_ids=set(base.load_ids),
-            replace_load_ids=set(base.replace_load_ids),
-        )
+            parent = snap.parent_snapshot_id
+            snap = meta.snapshot_by_id(parent) if parent is not None else None
+        if cached is not None and snap is not None:
+            markers = cached
+        else:
+            markers = TableMarkers()
+            complete = lineage[-1].sequence_number == 1  # back to the first commit (expiry unlinks parents)
+            if not complete and self._history is not None:
+                history = self._history(table)
+                markers.event_ids = history.event_ids
+                markers.replace_load_ids = set(history.replace_load_ids)
+        markers.snapshot_id = current.snapshot_id
         offsets_seen: set[str] = set()
         for s in lineage:  # newest first: the newest offsets of a group win
             summary = s.summary.additional_properties if s.summary else {}
             for k, v in summary.items():
                 if k.startswith(OFFSETS_PREFIX) and k not in offsets_seen:
                     offsets_seen.add(k)
-                    group = k[len(OFFSETS_PREFIX):]
-                    loaded = {p: int(o) for p, o in json.loads(v).items()}
-                    mine = markers.offsets.setdefault(group, {})
-                    for p, o in loaded.items():
-                        mine[p] = max(o, mine.get(p, -1))
-            markers.event_ids.update(json.loads(summary.get(EVENT_IDS, "[]")))
-            markers.load_ids.update(json.loads(summary.get(LOAD_IDS, "[]")))
+                    mine = markers.offsets.setdefault(k[len(OFFSETS_PREFIX):], {})
+                    for p, o in json.loads(v).items():
+                        mine[p] = max(int(o), mine.get(p, -1))
+            for event_id in json.loads(summary.get(EVENT_IDS, "[]")):
+                markers.event_ids.add(event_id)
             if REPLACE_LOAD_ID in summary:
                 markers.replace_load_ids.add(summary[REPLACE_LOAD_ID])
         return markers

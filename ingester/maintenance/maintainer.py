@@ -1,13 +1,18 @@
-"""Table maintenance for long-running streams: expire old snapshots, compact small files.
+"""Table maintenance for long-running streams: expire old snapshots, compact small files, keep
+the table's ledger up to date and small.
 
 ``TableMaintainer.compact`` rewrites the small data files of a partition, and data files
 that carry position deletes (applying them), into files of about ``target_file_size_bytes``
 in ONE ``replace`` snapshot that removes the old data files and their position delete files
 (and delete files that apply to no live data file). The snapshot carries the table's
 cumulative offsets markers forward and marks itself ``ingester.maintenance=compact``.
-``TableMaintainer.expire`` removes snapshots older than ``expire_older_than_s`` but keeps
-the newest ``retain_last`` of the current lineage, every branch/tag head, and every snapshot
-between the current one and the newest one that carries each group's offsets marker.
+``TableMaintainer.expire`` removes snapshots older than ``expire_older_than_s`` (any age while
+the table holds more than ``max_snapshots``) but keeps the newest ``retain_last`` of the current
+lineage, every branch/tag head, every snapshot between the current one and the newest one that
+carries each group's offsets marker, and every snapshot whose event ids or replace load id the
+ledger (``ingester.iceberg_layer.ledger``) does not hold yet. A round first brings the ledger up
+to date (repairing what a crash left behind), and ends by compacting the ledger's small files and
+expiring all its snapshots but the newest (its rows are the record, not its history).
 
 Readers: no file is ever deleted here, neither compacted-away files nor the files of expired
 snapshots (pyiceberg's ``ExpireSnapshots`` only drops them from the metadata), so a reader
@@ -15,8 +20,8 @@ that planned on an older snapshot keeps reading it. Removing unreferenced files 
 cleanup, a separate, age-gated step (``ingester.maintenance.orphans``, ``ingester remove-orphans``).
 
 Exactly-once: source offsets are cumulative in every snapshot, so they survive expiry and
-compaction. Event ids and dlt load ids are per snapshot: they dedupe replays only while their
-snapshot is retained (``expire_older_than_s`` is that window).
+compaction. Event ids and replace load ids are per snapshot, and outlive it in the ledger: they
+dedupe replays however old (``expire_older_than_s`` is only the time-travel window).
 
 Concurrency: a commit that races the compaction is either compatible (an append: pyiceberg
 retries the commit on the new head, re-reading the offsets markers from it) or a conflict
@@ -28,6 +33,7 @@ own commit worker, so it never races the engine's own commits to that table.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -47,7 +53,9 @@ from pyiceberg.utils.properties import property_as_int
 from ingester.errors import is_transient
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.datafiles import DataFileWriter
+from ingester.iceberg_layer.ledger import Ledger
 from ingester.iceberg_layer.producers import CompactionFiles
+from ingester.iceberg_layer.transactions import transaction
 from ingester.maintenance.planning import MAINTENANCE, MaintenancePolicy, expirable_snapshots, plan_compaction
 
 log = logging.getLogger(__name__)
@@ -76,9 +84,13 @@ class MaintenanceReport:
     expired: int = 0
     skipped: tuple[str, ...] = ()
     error: str | None = None
+    snapshots: int = 0
+    """Snapshots the table holds after the round."""
+    ledger: MaintenanceReport | None = None
+    """The round on the table's ledger (None without a ledger)."""
 
     def describe(self) -> str:
-        parts = [f"expired {self.expired} snapshots"]
+        parts = [f"expired {self.expired} snapshots, {self.snapshots} left"]
         c = self.compaction
         if c is not None:
             parts.append(
@@ -88,27 +100,46 @@ class MaintenanceReport:
         parts += [f"skipped {s}" for s in self.skipped]
         if self.error:
             parts.append(f"failed: {self.error}")
+        if self.ledger is not None:
+            parts.append(f"ledger {self.ledger.describe()}")
         return f"{self.table}: " + "; ".join(parts)
 
 
 class TableMaintainer:
-    """Expires and compacts one table at a time. Blocking (run it in a thread); not for two
-    threads on one table at once. ``expire`` and ``compact`` raise pyiceberg's conflict and
-    transient errors (``maintain`` turns those into skipped steps)."""
+    """Expires and compacts one table at a time, and its ledger. Blocking (run it in a thread);
+    not for two threads on one table at once. ``expire`` and ``compact`` raise pyiceberg's
+    conflict and transient errors (``maintain`` turns those into skipped steps)."""
 
-    def __init__(self, policy: MaintenancePolicy, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, policy: MaintenancePolicy, *, ledger: Ledger | None = None, wall_clock: Callable[[], float] = time.time
+    ) -> None:
+        """``ledger``: the tables' ledgers (default: in each table's own catalog)."""
         self.policy = policy
+        self.ledger_policy = dataclasses.replace(policy, expire_older_than_s=0, retain_last=1)
+        self._ledger = ledger
         self._wall_clock = wall_clock  # snapshot timestamps are epoch milliseconds
         self._markers = mk.MarkerCache()
         self._ratios: dict[str, float] = {}  # parquet/arrow bytes of each table's last compaction
 
     def maintain(self, table: Table) -> MaintenanceReport:
-        """Compact, then expire (so the compaction's predecessors can go too). A step that
-        meets a conflict or a transient failure is skipped (reported); other errors raise."""
+        """Bring the ledger up to date, compact, then expire (so the compaction's predecessors can
+        go too), then the same for the ledger. A step that meets a conflict or a transient failure
+        is skipped (reported); other errors raise."""
         skipped: list[str] = []
+        ledger = self._ledger or Ledger(table.catalog)
+        self._unless_conflict("ledger update", ledger.sync, table, skipped)
+        report = self._round(table, lambda t: self.expire(t, ledger.covered(t)), skipped)
+        ledger_table = ledger.table_of(table, refresh=True)
+        if ledger_table is None:
+            return report
+        ledger_report = self._round(ledger_table, lambda t: self.expire(t, -1, self.ledger_policy), [])
+        return dataclasses.replace(report, ledger=ledger_report)
+
+    def _round(self, table: Table, expire: Callable[[Table], int], skipped: list[str]) -> MaintenanceReport:
         compaction = self._unless_conflict("compaction", self.compact, table, skipped)
-        expired = self._unless_conflict("expiry", self.expire, table, skipped)
-        return MaintenanceReport(".".join(table.name()), compaction, expired or 0, tuple(skipped))
+        expired = self._unless_conflict("expiry", expire, table, skipped)
+        return MaintenanceReport(".".join(table.name()), compaction, expired or 0, tuple(skipped),
+                                 snapshots=len(table.metadata.snapshots))
 
     @staticmethod
     def _unless_conflict(step: str, fn: Callable[[Table], _T], table: Table, skipped: list[str]) -> _T | None:
@@ -122,9 +153,10 @@ class TableMaintainer:
             table.refresh()
             return None
 
-    def expire(self, table: Table) -> int:
-        """Remove expirable snapshots from the metadata (files stay); returns how many."""
-        ids = expirable_snapshots(table.metadata, int(self._wall_clock() * 1000), self.policy)
+    def expire(self, table: Table, covered: int, policy: MaintenancePolicy | None = None) -> int:
+        """Remove expirable snapshots from the metadata (files stay); returns how many.
+        ``covered``: the sequence number the table's ledger covers (``Ledger.covered``)."""
+        ids = expirable_snapshots(table.metadata, int(self._wall_clock() * 1000), policy or self.policy, covered=covered)
         if ids:
             table.maintenance.expire_snapshots().by_ids(ids).commit()
             log.info("expired %d snapshots of %s, %d left", len(ids), ".".join(table.name()), len(table.metadata.snapshots))
@@ -145,7 +177,7 @@ class TableMaintainer:
         if plan is None:
             return None
         key = ".".join(table.name())
-        tx = table.transaction()
+        tx = transaction(table)
         producer = CompactionFiles(tx, table.io, lambda t: self._properties(key, t))
         sizing = _OutputSizing(lambda: sum(f.file_size_in_bytes for f in producer.added_files()), self._ratios.get(key, 0.0))
         staged = False

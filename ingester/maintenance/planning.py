@@ -1,9 +1,11 @@
 """What maintenance keeps and rewrites, decided from metadata alone (pure functions).
 
-``expirable_snapshots``: older than ``expire_older_than_s``, except the newest ``retain_last``
-of the current lineage, every branch/tag head, and every snapshot between the current one and
-the newest one that carries each group's offsets marker. ``plan_compaction``: per partition,
-the small data files and the data files carrying position deletes.
+``expirable_snapshots``: older than ``expire_older_than_s`` (or any age while the table holds
+more than ``max_snapshots``), except the newest ``retain_last`` of the current lineage, every
+branch/tag head, every snapshot between the current one and the newest one that carries each
+group's offsets marker, and every snapshot whose dedupe markers the table's ledger lacks.
+``plan_compaction``: per partition, the small data files and the data files carrying position
+deletes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.typedef import Record
 
 from ingester.iceberg_layer import markers as mk
+from ingester.iceberg_layer.ledger import sequence
+from ingester.settings import DEFAULT_MAX_SNAPSHOTS
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +41,11 @@ class MaintenancePolicy:
     retain_last: int
     target_file_size_bytes: int
     min_input_files: int
+    max_snapshots: int = DEFAULT_MAX_SNAPSHOTS
 
     def __post_init__(self) -> None:
-        if self.retain_last < 1 or self.min_input_files < 1 or self.target_file_size_bytes < 1 or self.expire_older_than_s < 0:
+        if (self.retain_last < 1 or self.min_input_files < 1 or self.target_file_size_bytes < 1 or self.expire_older_than_s < 0
+                or self.max_snapshots <= self.retain_last):
             raise ValueError(f"invalid maintenance policy: {self}")
 
 
@@ -55,13 +61,21 @@ class CompactionPlan:
         return [t.file for g in self.groups for t in g]
 
 
-def expirable_snapshots(metadata: TableMetadata, now_ms: int, policy: MaintenancePolicy) -> list[int]:
-    """Ids of the snapshots ``expire`` removes (pure: reads ``metadata`` only)."""
+def expirable_snapshots(metadata: TableMetadata, now_ms: int, policy: MaintenancePolicy, *, covered: int) -> list[int]:
+    """Ids of the snapshots ``expire`` removes (pure: reads ``metadata`` only). ``covered``: the
+    sequence number up to which the table's ledger holds every dedupe marker (-1: none)."""
     lineage = list(ancestors_of(metadata.current_snapshot(), metadata))
     keep = {s.snapshot_id for s in lineage[: max(policy.retain_last, _marker_depth(lineage) + 1)]}
     keep |= {ref.snapshot_id for ref in metadata.refs.values()}
+    keep |= {s.snapshot_id for s in metadata.snapshots if sequence(s) > covered and _has_dedupe_markers(s)}
+    over = len(metadata.snapshots) > policy.max_snapshots
     cutoff = now_ms - int(policy.expire_older_than_s * 1000)
-    return [s.snapshot_id for s in metadata.snapshots if s.timestamp_ms < cutoff and s.snapshot_id not in keep]
+    return [s.snapshot_id for s in metadata.snapshots if (over or s.timestamp_ms < cutoff) and s.snapshot_id not in keep]
+
+
+def _has_dedupe_markers(snap: Snapshot) -> bool:
+    summary = snap.summary.additional_properties if snap.summary else {}
+    return any(key in summary for key in mk.DEDUPE_KEYS)
 
 
 def _marker_depth(lineage: Sequence[Snapshot]) -> int:

@@ -26,8 +26,9 @@ class MaintenanceStats:
 
 class MaintenanceSchedule:
     """When each table is due (every ``interval_s``, first one ``interval_s`` after it is first
-    seen) and one round for a table. ``run`` never raises: conflicts are skipped steps, other
-    errors are logged and reported; the stream goes on either way."""
+    seen; at once when it holds more than the policy's ``max_snapshots``) and one round for a
+    table. ``run`` never raises: conflicts are skipped steps, other errors are logged and
+    reported; the stream goes on either way."""
 
     def __init__(
         self, catalog: Catalog, maintainer: TableMaintainer, interval_s: float, clock: Callable[[], float] = time.monotonic
@@ -37,11 +38,19 @@ class MaintenanceSchedule:
         self.interval_s = interval_s
         self._clock = clock
         self._next: dict[TableRef, float] = {}
+        self._seen: dict[TableRef, int] = {}
+        self._left: dict[TableRef, int] = {}
         self._counts = dict.fromkeys(("rounds", "compactions", "expired_snapshots", "skipped", "failed"), 0)
 
-    def is_due(self, ref: TableRef) -> bool:
+    def is_due(self, ref: TableRef, snapshots: int = 0) -> bool:
+        """``snapshots``: what the table holds now (0: unknown). Over ``max_snapshots`` it is due
+        at once, unless the last round could not bring it down (ledger behind, conflicts): then
+        again once as many more snapshots came as a round normally removes."""
         now = self._clock()
-        return now >= self._next.setdefault(ref, now + self.interval_s)
+        policy = self.maintainer.policy
+        self._seen[ref] = snapshots
+        grown = snapshots - max(self._left.get(ref, 0), policy.retain_last) > policy.max_snapshots - policy.retain_last
+        return now >= self._next.setdefault(ref, now + self.interval_s) or grown
 
     def run(self, ref: TableRef) -> MaintenanceReport:
         """One round now (blocking)."""
@@ -51,6 +60,7 @@ class MaintenanceSchedule:
         except Exception as exc:
             log.exception("maintenance of %s failed", ref)
             report = MaintenanceReport(str(ref), error=f"{type(exc).__name__}: {exc}")
+        self._left[ref] = report.snapshots if report.error is None else self._seen.get(ref, 0)
         c = self._counts
         c["rounds"] += 1
         c["compactions"] += report.compaction is not None

@@ -3,6 +3,7 @@ messages, acks) and ``EventQueue`` (where producers publish)."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -68,30 +69,32 @@ class OffsetTracker:
     """Which offsets per partition are still in flight; the committable watermark.
 
     Offsets are tracked in the order they are read; ``committable`` gives, per
-    partition, the offset below which everything is done.
+    partition, the offset below which everything is done. Each offset costs O(1) to track and
+    to mark done, however many are in flight.
     """
 
     def __init__(self) -> None:
-        self._order: dict[str, list[int]] = {}
+        self._order: dict[str, deque[int]] = {}
         self._done: dict[str, set[int]] = {}
         self._next: dict[str, int] = {}
         self._acked: dict[str, int] = {}
+        self._pending = 0
 
     def track(self, position: Position) -> None:
-        self._order.setdefault(position.partition, []).append(position.offset)
+        self._order.setdefault(position.partition, deque()).append(position.offset)
         self._done.setdefault(position.partition, set())
+        self._pending += 1
 
     def done(self, positions: Collection[Position]) -> None:
         for p in positions:
             self._done.setdefault(p.partition, set()).add(p.offset)
         for partition in {p.partition for p in positions}:
-            order, done = self._order.get(partition, []), self._done[partition]
-            i = 0
-            while i < len(order) and order[i] in done:
-                done.discard(order[i])
-                self._next[partition] = order[i] + 1
-                i += 1
-            del order[:i]
+            order, done = self._order.get(partition, deque()), self._done[partition]
+            while order and order[0] in done:
+                offset = order.popleft()
+                done.discard(offset)
+                self._next[partition] = offset + 1
+                self._pending -= 1
 
     def committable(self) -> dict[str, int]:
         """Offsets that advanced since the last ``mark_acked``."""
@@ -101,9 +104,10 @@ class OffsetTracker:
         self._acked.update(offsets)
 
     def pending(self) -> int:
-        return sum(len(o) for o in self._order.values())
+        return self._pending
 
     def forget(self, partitions: Collection[str]) -> None:
         for p in partitions:
+            self._pending -= len(self._order.get(p, ()))
             for d in (self._order, self._done, self._next, self._acked):
                 d.pop(p, None)

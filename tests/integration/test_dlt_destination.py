@@ -38,10 +38,10 @@ from pyiceberg.transforms import (
 
 from ingester import iceberg, iceberg_adapter, iceberg_rest
 from ingester.dlt.configuration import IcebergRestClientConfiguration
+from ingester.dlt.package import load_package_events
 from ingester.dlt.queue import ingester_queue
 from ingester.dlt.sql_client import extension_directory, s3_secret_sql
 from ingester.iceberg_layer import markers as mk
-from ingester.dlt.package import load_package_events
 from ingester.publish import publish
 from ingester.settings import RoutingSettings, Settings, StorageSettings
 from ingester.wiring import build_engine, build_queue, build_stager

@@ -253,6 +253,54 @@ def test_a_second_daemon_joins_and_leaves_mid_stream(
     stream.check_exactly_once(stream.catalog())
 
 
+SIX = ["orders", "clicks", "items", "reviews", "users", "payments"]  # keyed two to each of partitions 0, 1, 2
+
+
+def assignments(members: list[Daemon]) -> list[set[str]]:
+    """Each member's partitions, from the last assignment its log shows."""
+    out = []
+    for m in members:
+        lines = [ln for ln in m.log().splitlines() if "partitions assigned: " in ln]
+        last = lines[-1].split("partitions assigned: ", 1)[1].strip() if lines else "none"
+        out.append(set() if last == "none" else set(last.split(", ")))
+    return out
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["keyed-by-table", "unkeyed"])
+def test_three_daemons_in_one_group_make_one_snapshot_per_table_per_window(
+    keyed: bool, seaweed: Any, tansu: Any, tmp_path: Path, pool: list[StagedFile], daemons: Any
+) -> None:
+    stream = Stream(seaweed, tansu, tmp_path / "home", INGESTER_WINDOW__MAX_BATCH_FILES="1000",
+                    INGESTER_WINDOW__MAX_BATCH_AGE_S="4")
+    members = [daemons(stream.env, name) for name in "abc"]
+
+    def settled() -> bool:
+        owned = assignments(members)
+        assert all(m.alive() for m in members), [m.log() for m in members]
+        return all(len(o) == 1 for o in owned) and len(set.union(*owned)) == 3
+
+    wait_until("three members owning one partition each", settled, 120)
+    events = events_for(pool[1400:1760], SIX)  # 60 events per table, in one burst
+    if keyed:  # as every producer of the project publishes: keyed by table
+        stream.send(events)
+    else:  # the counter-example: any partition for any event
+        produce(stream.bootstrap, stream.topics[0], [e.payload for e in events], [None] * len(events))  # type: ignore[list-item]
+        stream.sent += events
+    wait_all_acked(stream.bootstrap, stream.group, stream.topics)
+    snapshots = [m.metric("ingester_snapshots_total") for m in members]
+    for m in members:
+        assert m.terminate() == 0, m.log()
+    catalog = stream.catalog()
+    per_table = {t: snapshot_count(catalog.load_table((stream.ns, t))) for t in SIX}
+    if keyed:  # each table's events on one partition: one member holds the table's one window
+        assert all(len(parts) == 1 for parts in last_offsets(stream.bootstrap, stream.topics).values())
+        assert snapshots == [2, 2, 2] and per_table == dict.fromkeys(SIX, 1)
+        stream.check_exactly_once(catalog)
+    else:  # every member has a window of every table: three snapshots each
+        assert snapshots == [6, 6, 6] and per_table == dict.fromkeys(SIX, 3)
+        assert {t: table_ids(catalog.load_table((stream.ns, t))) for t in SIX} == expected_ids(events)
+
+
 def test_slow_commits_pause_partitions_and_keep_the_member_in_its_group(
     seaweed: Any, tansu: Any, tmp_path: Path, settings_env: Any, pool: list[StagedFile]
 ) -> None:

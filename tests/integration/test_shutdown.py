@@ -23,14 +23,7 @@ import pytest
 
 from ingester.testing.localstack import TansuBroker, free_port
 from tests.integration.faults import FaultPlan, FaultProxy
-from tests.integration.kafka_helpers import (
-    Daemon,
-    committed_offsets,
-    events_for,
-    stage_files,
-    wait_all_acked,
-    wait_until,
-)
+from tests.integration.kafka_helpers import Daemon, committed_offsets, events_for, stage_files, wait_all_acked, wait_until
 from tests.integration.test_kafka_daemon import Stream
 
 BOUND_S = 10.0

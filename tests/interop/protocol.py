@@ -134,7 +134,10 @@ def versions(*packages: str) -> str:
 
 def _answer(reader: str, packages: tuple[str, ...], request: Request, read: Callable[[Request], Read]) -> dict[str, Any]:
     """The JSON answer to one request (any exception becomes ``"error"``)."""
-    from canonical import canonical_rows, summarize  # a neighbour of the running script (this module is imported by the harness too)
+    from canonical import (  # a neighbour of the running script (this module is imported by the harness too)
+        canonical_rows,
+        summarize,
+    )
 
     answer: dict[str, Any] = {
         "reader": reader,

@@ -104,3 +104,36 @@ def test_rows_and_acks_are_exact_for_each_window_size(tmp_path: Path, max_files:
     engine = make_engine(tmp_path, source, max_inflight=10**9, max_files=max_files)
     stats = anyio.run(lambda: engine.run(exit_when_idle=True))
     assert stats.rows == 12 and stats.snapshots == 6 // max_files and source.committed == {"p0": 6}
+
+
+class CountingSource(MemorySource):
+    """Counts polls and acks; an empty poll waits 0.2 s, as a Kafka fetch does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.polls = self.acks = 0
+
+    async def poll(self, max_records: int, timeout_s: float) -> Any:
+        self.polls += 1
+        got = await super().poll(max_records, timeout_s)
+        if not got:
+            await anyio.sleep(0.2)
+        return got
+
+    async def commit(self, offsets: Any) -> None:
+        self.acks += 1
+        await super().commit(offsets)
+
+
+def test_acks_are_one_per_poll_for_all_the_batches_committed_meanwhile(tmp_path: Path) -> None:
+    staging = tmp_path / "home" / "staging"
+    source = CountingSource()
+    source.add([event_for(write_parquet(staging, {"id": [i]}), f"t{i % 4}") for i in range(40)])
+    engine = make_engine(tmp_path, source, max_inflight=10**9, max_files=1)
+    engine._workers = 4
+    stats = anyio.run(lambda: engine.run(exit_when_idle=True))
+    assert stats.snapshots == 40 and source.committed == {"p0": 40}
+    # the loop acks after its poll (run() once more at the end): commits finishing during a poll share one ack
+    assert source.acks <= source.polls + 1 < 40
+    counted = engine.metrics.registry.get_sample_value
+    assert sum(counted("ingester_events_total", {"table": f"default.t{i}"}) or 0 for i in range(4)) == 40

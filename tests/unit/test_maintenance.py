@@ -20,6 +20,7 @@ from ingester.cli.tables import list_tables
 from ingester.commit import SnapshotCommitter
 from ingester.events import FileEvent, WriteDisposition
 from ingester.iceberg_layer import markers as mk
+from ingester.iceberg_layer.ledger import Ledger
 from ingester.maintenance.maintainer import TableMaintainer
 from ingester.maintenance.planning import MAINTENANCE, MaintenancePolicy, expirable_snapshots, plan_compaction
 from ingester.maintenance.schedule import MaintenanceSchedule
@@ -38,7 +39,8 @@ def policy(**kw: Any) -> MaintenancePolicy:
 
 @pytest.fixture
 def committer(tmp_path: Path) -> SnapshotCommitter:
-    return SnapshotCommitter(open_catalog(CatalogSettings(), tmp_path / "home"), FileReader([tmp_path.as_uri()]), group="g")
+    catalog = open_catalog(CatalogSettings(), tmp_path / "home")
+    return SnapshotCommitter(catalog, FileReader([tmp_path.as_uri()]), group="g", ledger=Ledger(catalog))
 
 
 def commit(c: SnapshotCommitter, folder: Path, ids: range, offset: int, **event: Any) -> Any:
@@ -104,15 +106,51 @@ def test_expiry_keeps_retain_last_young_snapshots_refs_and_marker_carriers(commi
     table = load(committer)
     snaps = table.metadata.snapshots
     now = snaps[-1].timestamp_ms + 1
-    assert len(expirable_snapshots(table.metadata, now, policy(retain_last=2))) == 4
-    assert expirable_snapshots(table.metadata, now, policy(retain_last=2, expire_older_than_s=3600)) == []
+    assert len(expirable_snapshots(table.metadata, now, policy(retain_last=2), covered=-1)) == 4
+    assert expirable_snapshots(table.metadata, now, policy(retain_last=2, expire_older_than_s=3600), covered=-1) == []
     table.manage_snapshots().create_tag(snaps[0].snapshot_id, "keep").commit()
-    assert snaps[0].snapshot_id not in expirable_snapshots(table.metadata, now, policy())
+    assert snaps[0].snapshot_id not in expirable_snapshots(table.metadata, now, policy(), covered=-1)
     # a head written by another tool carries no offsets: its marker-carrying parent stays
     table.append(pa.table({"id": pa.array([99], pa.int64()), "v": ["x"]}))
     kept = set(s.snapshot_id for s in table.metadata.snapshots) - set(
-        expirable_snapshots(table.metadata, table.metadata.snapshots[-1].timestamp_ms + 1, policy()))
+        expirable_snapshots(table.metadata, table.metadata.snapshots[-1].timestamp_ms + 1, policy(), covered=-1))
     assert kept == {snaps[0].snapshot_id, snaps[-1].snapshot_id, table.metadata.current_snapshot_id}
+
+
+def test_expiry_keeps_snapshots_whose_event_ids_the_ledger_lacks_and_caps_the_count(
+    committer: SnapshotCommitter, tmp_path: Path
+) -> None:
+    for i in range(6):
+        commit(committer, tmp_path / "in", range(i, i + 1), i, event_id=f"e{i}")
+    table = load(committer)
+    snaps = table.metadata.snapshots
+    now = snaps[-1].timestamp_ms + 1
+    young = policy(retain_last=2, expire_older_than_s=3600, max_snapshots=10)
+    assert expirable_snapshots(table.metadata, now, young, covered=snaps[-1].sequence_number) == []
+    # more snapshots than max_snapshots: young ones go too, down to retain_last
+    capped = policy(retain_last=2, expire_older_than_s=3600, max_snapshots=5)
+    covered = snaps[-1].sequence_number
+    assert expirable_snapshots(table.metadata, now, capped, covered=covered) == [s.snapshot_id for s in snaps[:4]]
+    # what the ledger does not cover yet stays, whatever the count
+    assert expirable_snapshots(table.metadata, now, capped, covered=snaps[1].sequence_number) == [
+        s.snapshot_id for s in snaps[:2]]
+    assert expirable_snapshots(table.metadata, now, capped, covered=-1) == []
+
+
+def test_schedule_is_due_when_a_table_holds_more_than_max_snapshots(committer: SnapshotCommitter, tmp_path: Path) -> None:
+    maintainer = TableMaintainer(policy(retain_last=2, max_snapshots=4, min_input_files=100))
+    schedule = MaintenanceSchedule(committer.catalog, maintainer, 3600)
+    assert not schedule.is_due(T, 4) and schedule.is_due(T, 5)
+    for i in range(5):
+        commit(committer, tmp_path / "in", range(i, i + 1), i, event_id=f"e{i}")
+    assert schedule.run(T).snapshots == 2
+    assert not schedule.is_due(T, 4) and schedule.is_due(T, 5)
+    committer.ledger.sync = lambda table, own={}: 0  # type: ignore[method-assign]  # the ledger falls behind
+    schedule.maintainer = TableMaintainer(schedule.maintainer.policy, ledger=committer.ledger)
+    for i in range(5, 8):
+        commit(committer, tmp_path / "in", range(i, i + 1), i, event_id=f"e{i}")
+    assert schedule.run(T).snapshots == 3  # the newest 2 and the one the ledger lacks
+    assert not schedule.is_due(T, 5) and schedule.is_due(T, 6)  # again once a round's worth more came
 
 
 def test_schedule_is_due_every_interval_and_reports_instead_of_raising(committer: SnapshotCommitter) -> None:

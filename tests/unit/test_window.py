@@ -80,3 +80,15 @@ def test_offset_tracker_watermark_waits_for_the_oldest() -> None:
     assert t.committable() == {}
     t.done([Position("p", 1), Position("p", 4)])
     assert t.committable() == {"p": 5} and t.pending() == 0
+
+
+def test_offset_tracker_counts_what_is_in_flight_across_partitions_and_forgets() -> None:
+    t = OffsetTracker()
+    for part in ("a", "b"):
+        for off in range(100_000):
+            t.track(Position(part, off))
+    t.done([Position("a", off) for off in range(99_999, -1, -1)])  # newest first: all done at the last one
+    assert t.committable() == {"a": 100_000} and t.pending() == 100_000
+    t.done([Position("b", 0)])
+    t.forget(["b"])
+    assert t.pending() == 0 and t.committable() == {"a": 100_000}
