@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,6 +39,7 @@ from pyiceberg.types import FixedType, LongType, NestedField, StringType
 
 from ingester.event_ids import DIGEST_BYTES, Digests, EventIds, as_digests, digest
 from ingester.iceberg_layer import markers as mk
+from ingester.iceberg_layer.markers import LedgerHistory
 from ingester.iceberg_layer.transactions import transaction
 
 log = logging.getLogger(__name__)
@@ -81,15 +82,6 @@ class LedgerEntry:
     load_id: str | None
     location: str | None
     byte_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerHistory:
-    """What a table's ledger holds: every event id and replace load id, and the watermark."""
-
-    event_ids: EventIds = field(default_factory=EventIds)
-    replace_load_ids: frozenset[str] = frozenset()
-    covers: int = -1
 
 
 class Ledger:

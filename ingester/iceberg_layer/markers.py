@@ -14,15 +14,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from ingester.event_ids import EventIds
-
-if TYPE_CHECKING:
-    from ingester.iceberg_layer.ledger import LedgerHistory
 
 BATCH_ID = "ingester.batch-id"
 OFFSETS_PREFIX = "ingester.offsets."
@@ -31,6 +27,15 @@ LOAD_IDS = "ingester.load-ids"
 REPLACE_LOAD_ID = "ingester.replace-load-id"
 DEDUPE_KEYS = (EVENT_IDS, REPLACE_LOAD_ID)
 """Markers read by the dedupe: a snapshot carrying one may go only once the ledger has it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerHistory:
+    """What a table's ledger holds: every event id and replace load id, and the watermark."""
+
+    event_ids: EventIds = field(default_factory=EventIds)
+    replace_load_ids: frozenset[str] = frozenset()
+    covers: int = -1
 
 
 @dataclass(slots=True)
