@@ -63,6 +63,13 @@ def capabilities(merge_strategies: list[TLoaderMergeStrategy] = KEY_HASH_MERGE_S
     return caps
 
 
+def _arguments(given: dict[str, Any]) -> dict[str, Any]:
+    """A factory's ``locals()`` at the top of its ``__init__``: its parameters, and its extra
+    keyword arguments, as dlt's ``Destination.__init__`` takes them."""
+    extra = given.pop("kwargs")
+    return {k: v for k, v in given.items() if k not in ("self", "__class__")} | extra
+
+
 class _EngineDestination:
     """What both factories share: the job client (imported lazily) and the capabilities
     (``iceberg_rest`` with dlt-iceberg's merge strategies)."""
@@ -106,23 +113,7 @@ class iceberg(_EngineDestination, Destination[IcebergClientConfiguration, "Icebe
         environment: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            namespace=namespace,
-            catalog_properties=catalog_properties,
-            catalog_name=catalog_name,
-            ingester_home=ingester_home,
-            max_retries=max_retries,
-            retry_backoff_base=retry_backoff_base,
-            merge_batch_size=merge_batch_size,
-            strict_casting=strict_casting,
-            internal_table_prefix=internal_table_prefix,
-            hard_delete_column=hard_delete_column,
-            table_location_layout=table_location_layout,
-            register_new_tables=register_new_tables,
-            destination_name=destination_name,
-            environment=environment,
-            **kwargs,
-        )
+        super().__init__(**_arguments(locals()))
 
 
 class iceberg_rest(_EngineDestination, Destination[IcebergRestClientConfiguration, "IcebergJobClient"]):
@@ -163,34 +154,7 @@ class iceberg_rest(_EngineDestination, Destination[IcebergRestClientConfiguratio
         environment: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            catalog_uri=catalog_uri,
-            namespace=namespace,
-            warehouse=warehouse,
-            credential=credential,
-            oauth2_server_uri=oauth2_server_uri,
-            scope=scope,
-            token=token,
-            sigv4_enabled=sigv4_enabled,
-            signing_region=signing_region,
-            signing_name=signing_name,
-            s3_endpoint=s3_endpoint,
-            s3_access_key_id=s3_access_key_id,
-            s3_secret_access_key=s3_secret_access_key,
-            s3_region=s3_region,
-            py_io_impl=py_io_impl,
-            max_retries=max_retries,
-            retry_backoff_base=retry_backoff_base,
-            strict_casting=strict_casting,
-            merge_batch_size=merge_batch_size,
-            table_location_layout=table_location_layout,
-            register_new_tables=register_new_tables,
-            hard_delete_column=hard_delete_column,
-            internal_table_prefix=internal_table_prefix,
-            destination_name=destination_name,
-            environment=environment,
-            **kwargs,
-        )
+        super().__init__(**_arguments(locals()))
 
     def configuration(self, initial_config: IcebergRestClientConfiguration, accept_partial: bool = False) -> IcebergRestClientConfiguration:
         """Resolve as dlt does, with the values of dlt-iceberg's section as defaults (so this
