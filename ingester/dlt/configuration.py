@@ -83,7 +83,8 @@ class IcebergClientConfiguration(DestinationClientDwhConfiguration):
     internal_table_prefix: str = "dlt"
     """Prefix of dlt's own tables in the catalog (``dlt`` -> ``dlt_loads``): names every catalog takes."""
     hard_delete_column: Optional[str] = DEFAULT_HARD_DELETE_COLUMN
-    """Merge rows where this column is set (not null) delete their key; None: off."""
+    """Merge rows where this column is set delete their key (a bool column: true; any other
+    type: not null), as dlt's ``hard_delete`` hint; None: off."""
     table_location_layout: Optional[str] = None
     """Location of new tables, with ``{namespace}``, ``{dataset_name}`` (the namespace too) and
     ``{table_name}``; relative layouts go under the warehouse. None: the catalog decides."""

@@ -119,7 +119,7 @@ class MatrixBuilder:
             return iceberg_rest(
                 catalog_uri=s.iceberg_uri, warehouse=s.warehouse, credential=f"{s.access_key}:{s.secret_key}",
                 s3_endpoint=s.s3_endpoint, s3_access_key_id=s.access_key, s3_secret_access_key=s.secret_key,
-                s3_region=s.region, namespace=NAMESPACE,
+                s3_region=s.region, namespace=NAMESPACE, internal_table_prefix="dlt",  # S3 Tables naming: no leading "_"
             )  # fmt: skip
         return iceberg(ingester_home=str(self.home(case)), namespace=NAMESPACE)
 

@@ -2,7 +2,7 @@
 
 dlt-iceberg ships a fork of pyiceberg under the same module name and runs on dlt 1.27, so it
 cannot live in ingester's venv. ``dlt_iceberg_python()`` builds the venv once per set of pins
-under ``~/.cache/ingester/`` (``$INGESTER_REFERENCE_CACHE`` overrides), keyed by a hash of the
+under ``~/.cache/ingester/`` (``$PARITY_VENV_CACHE`` overrides), keyed by a hash of the
 pins and the Python version; a file lock makes concurrent callers wait for one builder and a
 stamp written last makes a half-built venv (killed build) be rebuilt. Standard library only:
 the benchmark runner imports it before anything else.
@@ -25,7 +25,7 @@ STAMP = ".reference-stamp"
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("INGESTER_REFERENCE_CACHE") or Path.home() / ".cache" / "ingester" / "reference-venvs")
+    return Path(os.environ.get("PARITY_VENV_CACHE") or Path.home() / ".cache" / "ingester" / "reference-venvs")
 
 
 def venv_key(pins: tuple[str, ...]) -> str:
