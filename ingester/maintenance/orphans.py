@@ -4,8 +4,9 @@ the table's metadata reaches refers to, and that are older than a cut-off.
 Orphans come from commits that never landed (a crash between writing files and the catalog
 commit, a commit that failed for good) and from snapshots that expiry dropped (expiry only
 edits metadata, so a reader planning on an old snapshot keeps reading it). The cut-off
-protects the files of commits in flight and those readers: nothing younger is touched (a
-zero-copy hard link is touched when it is made, so it is young whatever its producer's age).
+protects the files of commits in flight and those readers: nothing younger is touched (the
+table's copy of a zero-copy file is written when it is registered, so it is young whatever its
+producer's age).
 
 Reachable: the current metadata file and those in its log, statistics files, and for every
 retained snapshot its manifest list, its manifests and their live data and delete files.
