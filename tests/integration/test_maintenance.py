@@ -23,6 +23,7 @@ import pytest
 from ingester.batch import Batch, Pending, TableRef
 from ingester.catalog import open_catalog
 from ingester.commit import SnapshotCommitter
+from ingester.errors import is_transient
 from ingester.events import FileEvent, WriteDisposition
 from ingester.iceberg_layer.ledger import Ledger
 from ingester.maintenance.maintainer import MaintenanceReport, TableMaintainer
@@ -60,6 +61,7 @@ class Reader(threading.Thread):
         self.catalog = open_catalog(CatalogSettings(), home)
         self.seen: list[tuple[int, int, int, int]] = []
         self.errors: list[BaseException] = []
+        self.transient = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -70,9 +72,11 @@ class Reader(threading.Thread):
                 ids = table.scan(snapshot_id=snap.snapshot_id, selected_fields=("id",)).to_arrow().column("id")
                 self.seen.append((snap.snapshot_id, len(ids), pc.count_distinct(ids).as_py(), pc.max(ids).as_py()))
                 self.stop.wait(0.2)  # leave the writer some of the GIL
-            except Exception as exc:  # reported by the test
-                self.errors.append(exc)
-                return
+            except Exception as exc:  # reported by the test; a transient one (SQLite busy) is read again
+                if not is_transient(exc):
+                    self.errors.append(exc)
+                    return
+                self.transient += 1
 
 
 def test_a_thousand_small_commits_are_expired_and_compacted_while_a_reader_counts(tmp_path: Path) -> None:

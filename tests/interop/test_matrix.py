@@ -25,8 +25,6 @@ class KnownReaderBug(AssertionError):
 
 
 EXPECTED_FAILURES: dict[str, str] = {
-    "dlt_partition_identity-daft": "daft-count-identity-filter",
-    "queue_partition_identity-daft": "daft-count-identity-filter",
     "zero_copy_null_list_struct-pyiceberg": "pyiceberg-null-list-struct",
     **{f"{case}-datafusion": "iceberg-rust-nested-field-added" for case in ("dlt_evolution", "zero_copy_evolution", "rewrite_evolution")},
     **{f"rewrite_null_list_struct-{r.name}": "pyiceberg-null-list-struct" for r in READERS},
