@@ -149,6 +149,33 @@ class RoutingSettings(_Section):
     table_map: dict[str, str] = Field(default_factory=dict, description="event table -> ns.table")
 
 
+class ObjectRoute(_Section):
+    """Object key -> table: the first route whose ``pattern`` matches the key wins.
+
+    ``pattern`` is matched against the whole key (without the bucket): ``{table}`` and
+    ``{namespace}`` match one path segment (a plain identifier), ``*`` any text within a segment,
+    ``**`` any number of segments (hive folders such as ``dt=2026-12-01/`` included)."""
+
+    pattern: str = Field(description="key pattern, e.g. incoming/{table}/**")
+    bucket: str | None = Field(None, description="only keys of this bucket (default: any watched bucket)")
+    table: str | None = Field(None, description="table when the pattern has no {table}")
+    namespace: str | None = Field(None, description="namespace when the pattern has no {namespace}")
+    write_disposition: Literal["append", "replace", "merge"] = "append"
+    primary_key: list[str] = Field(default_factory=list)
+    merge_key: list[str] = Field(default_factory=list)
+    columns: dict[str, dict[str, Any]] = Field(default_factory=dict, description="dlt column hints")
+    suffixes: list[str] = Field(
+        default_factory=lambda: [".parquet"], description="keys with another ending are skipped (e.g. _SUCCESS)"
+    )
+
+
+class ObjectSettings(_Section):
+    """Bucket sources: files that appear under a prefix, announced by the object store or listed."""
+
+    routes: list[ObjectRoute] = Field(default_factory=list, description="object key -> table; no match: dead letter")
+    buckets: list[str] = Field(default_factory=list, description="buckets watched; objects of others are skipped (default: all)")
+
+
 class StorageSettings(_Section):
     """Reading the parquet files that events name."""
 
@@ -218,6 +245,7 @@ class Settings(BaseSettings):
     window: WindowSettings = WindowSettings()
     commit: CommitSettings = CommitSettings()
     routing: RoutingSettings = RoutingSettings()
+    objects: ObjectSettings = ObjectSettings()
     storage: StorageSettings = StorageSettings()
     deadletter: DeadLetterSettings = DeadLetterSettings()
     metrics: MetricsSettings = MetricsSettings()
