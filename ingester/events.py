@@ -6,12 +6,14 @@ The queue carries a JSON envelope (version 1)::
      "location": "s3://bucket/load/orders.0.parquet",    # or "data": "<base64 parquet>"
      "rows": 1000, "bytes": 52311, "load_id": "1732540000.12", "event_id": "c0ffee...",
      "write_disposition": "append" | "replace" | "merge",
-     "primary_key": ["id"], "merge_key": [], "keys_only": false,
+     "primary_key": ["id"], "merge_key": [], "keys_only": false, "verified": true,
      "columns": {"id": {"data_type": "bigint", "nullable": false, "primary_key": true}}}
 
 Only ``table`` and one of ``location`` / ``data`` are required. ``event_id`` makes
 re-publishing the same file idempotent. ``columns`` are dlt column hints (``data_type``,
 ``nullable``, ``partition``, ``x-partition-transform``, ``hard_delete``, ...).
+``verified``: the producer decoded every page of the file or wrote it itself (set by
+``ingester publish`` and ``ingester_queue``; see ``commit.verify_pages``).
 ``keys_only`` (merge only): the file lists merge-key values; the table's rows with those
 keys are deleted and the file's rows are not inserted (the dlt queue destination sends the
 parents of a load this way to each nested table, ahead of the load's nested rows).
@@ -64,6 +66,9 @@ class FileEvent:
     columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     keys_only: bool = False
     """Merge only: delete the rows whose keys the file lists; insert none of its rows."""
+    verified: bool = False
+    """The producer decoded every page of the file (``ingester publish``) or wrote it itself
+    (``ingester_queue``): with ``commit.verify_pages = "unverified"`` it is not decoded again."""
 
     def describe(self) -> str:
         """Short human name for errors and logs (never the inline payload)."""
@@ -88,6 +93,7 @@ class _Envelope(BaseModel):
     primary_key: list[str] = Field(default_factory=list, max_length=64)
     merge_key: list[str] = Field(default_factory=list, max_length=64)
     keys_only: bool = False
+    verified: bool = False
     columns: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=10_000)
 
     @field_validator("v")
@@ -136,6 +142,7 @@ def decode_event(raw: bytes) -> FileEvent:
         merge_key=tuple(env.merge_key),
         columns=env.columns,
         keys_only=env.keys_only,
+        verified=env.verified,
     )
 
 
@@ -175,4 +182,6 @@ def encode_event(event: FileEvent) -> bytes:
         body["write_disposition"] = event.write_disposition.value
     if event.keys_only:
         body["keys_only"] = True
+    if event.verified:
+        body["verified"] = True
     return json.dumps(body, separators=(",", ":"), default=str).encode()

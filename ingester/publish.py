@@ -3,7 +3,8 @@
 ``stage`` copies a local file under the staging location (``<home>/staging`` or an
 ``s3://`` prefix) so the daemon can read it after the producer is gone; the event id is
 derived from the load id, table and file name, so publishing the same load twice commits
-it once.
+it once. ``file_event`` decodes every page of a file it did not write (the producer pays for
+the check once, where the file is), so the daemon registers it without decoding it again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
@@ -63,10 +65,13 @@ def file_event(
     columns: dict[str, dict[str, Any]] | None = None,
     namespace: str | None = None,
     keys_only: bool = False,
+    written_here: bool = False,
 ) -> FileEvent:
-    """Event for a local parquet file (location set by ``Stager`` before publishing)."""
+    """Event for a local parquet file (location set by ``Stager`` before publishing), marked
+    ``verified``: every page is decoded here first, unless ``written_here`` (a dlt load
+    package's files, written by dlt's normalizer). Raises ``ValueError`` naming the file."""
     size = path.stat().st_size
-    rows = pq.ParquetFile(path).metadata.num_rows
+    rows = _rows(path, decode=not written_here)
     return FileEvent(
         table=table,
         namespace=namespace,
@@ -80,7 +85,20 @@ def file_event(
         merge_key=tuple(merge_key),
         columns=columns or {},
         keys_only=keys_only,
+        verified=True,
     )
+
+
+def _rows(path: Path, decode: bool) -> int:
+    """The file's row count; with ``decode``, after decoding every page of every column."""
+    try:
+        parquet = pq.ParquetFile(path)
+        if decode:
+            for _ in parquet.iter_batches(batch_size=65_536):
+                pass
+        return parquet.metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path}: not a readable parquet file: {exc}") from None
 
 
 def publish(events: Iterable[FileEvent], stager: Stager, queue: EventQueue) -> int:

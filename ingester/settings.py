@@ -135,6 +135,10 @@ class CommitSettings(_Section):
     strict_casting: bool = False
     merge_batch_size: int = Field(DEFAULT_MERGE_BATCH_SIZE, ge=1)
     zero_copy: bool = Field(True, description="register parquet files as-is when their schema fits")
+    verify_pages: Literal["unverified", "all"] = Field(
+        "unverified",
+        description="which files registered as-is have every page decoded first: those whose producer did not (events without 'verified', e.g. bucket sources), or all",
+    )
     write_chunk_bytes: int = Field(
         DEFAULT_WRITE_CHUNK_BYTES, ge=1024 * 1024,
         description="arrow bytes per rewritten data file (unpartitioned tables stream row groups; partitioned ones hold up to 3 such chunks)",

@@ -178,10 +178,11 @@ def publish_cmd(
         if path.is_dir() and (path / "schema.json").exists():
             events.extend(load_package_events(path, namespace))
         elif path.is_file():
-            events.append(
-                file_event(path, table or path.name.split(".")[0], namespace=namespace,
-                           write_disposition=WriteDisposition(write_disposition), primary_key=primary_key or ())
-            )
+            with _fails_cleanly():  # a file that does not decode: one line naming it, nothing published
+                events.append(
+                    file_event(path, table or path.name.split(".")[0], namespace=namespace,
+                               write_disposition=WriteDisposition(write_disposition), primary_key=primary_key or ())
+                )
         else:
             typer.echo(f"error: {path} is neither a parquet file nor a dlt load package", err=True)
             raise typer.Exit(EXIT_BAD_CONFIG)

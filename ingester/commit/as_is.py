@@ -5,7 +5,8 @@ The table owns its files: each one is copied under the table's data folder (a ke
 copy between local files) with a new footer that carries the table's field ids
 (``ingester.iceberg_layer.footers``), so every reader maps its columns by id. Files from
 untrusted producers have every page decoded once first: a corrupt page (its footer fine)
-would break every reader of the table. The ``DataFile`` (column metrics) comes from the
+would break every reader of the table (files whose producer decoded every page, or wrote them,
+are not decoded again: ``WriteOptions.must_verify``). The ``DataFile`` (column metrics) comes from the
 footer that ``SnapshotCommitter.read`` already read: nothing is read twice.
 """
 
@@ -24,6 +25,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table.metadata import TableMetadata
 
+from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import READ_BATCH_ROWS, BadFile, SourceFile
 from ingester.iceberg_layer.datafiles import SnapshotProducer, as_is_data_file, nan_count
 from ingester.iceberg_layer.footers import IdFooter, Unmapped, with_field_ids, write_with_footer
@@ -56,12 +58,13 @@ def as_is_footers(files: Sequence[SourceFile], target: pa.Schema, table: Table) 
     return footers
 
 
-def scan_files(files: Sequence[SourceFile], verify_files: bool) -> list[dict[str, int]]:
-    """The NaN count of each top-level float column of each file (footers have none); with
-    ``verify_files`` every page of every column is decoded on the way, else only the float
-    columns are read. Two files at a time. Raises ``BadFile``."""
+def scan_files(files: Sequence[SourceFile], options: WriteOptions) -> list[dict[str, int]]:
+    """The NaN count of each top-level float column of each file (footers have none); for the
+    files ``options.must_verify``, every page of every column is decoded on the way, else only
+    the float columns are read. Two files at a time. Raises ``BadFile``."""
 
     def scan(f: SourceFile) -> dict[str, int]:
+        verify_files = options.must_verify(f.item.event)
         floats = [field.name for field in f.raw_schema if pa.types.is_floating(field.type)]
         if not floats and not verify_files:
             return {}
@@ -89,13 +92,13 @@ def name_mapped(tx: Transaction) -> None:
 
 def add_as_is(
     tx: Transaction, table: Table, producer: SnapshotProducer, files: Sequence[SourceFile],  # type: ignore[type-arg]
-    footers: Sequence[IdFooter], batch_id: str, verify_files: bool,
+    footers: Sequence[IdFooter], batch_id: str, options: WriteOptions,
 ) -> int:
     """Register ``files`` (with ``as_is_footers``) in ``producer`` (call ``name_mapped`` before
-    opening it): ``verify_files`` decodes every page first (``scan_files``); the table's
+    opening it): the files ``options.must_verify`` have every page decoded first (``scan_files``); the table's
     copies are named by the batch id, so a retried commit replaces its own copies. Returns
     their rows."""
-    nans = scan_files(files, verify_files)
+    nans = scan_files(files, options)
     base = f"{table.location().rstrip('/')}/data/ingester-{batch_id}"
 
     def register(i: int) -> DataFile:

@@ -65,7 +65,7 @@ def append(
         name_mapped(tx)
     with tx.update_snapshot(snapshot_properties=props).fast_append() as producer:
         if footers is not None:
-            return add_as_is(tx, table, producer, files, footers, batch_id, options.verify_files), True
+            return add_as_is(tx, table, producer, files, footers, batch_id, options), True
         return _rewrite(tx, table, producer, files, target, options), False
 
 
@@ -92,7 +92,7 @@ def replace_all(
             for task in table.scan().plan_files():
                 producer.delete_data_file(task.file)
         if footers is not None:
-            return add_as_is(tx, table, producer, files, footers, batch_id, options.verify_files), True
+            return add_as_is(tx, table, producer, files, footers, batch_id, options), True
         return _rewrite(tx, table, producer, files, target, options), False
 
 
@@ -188,7 +188,7 @@ def merge_into(
             for data_file, positions in _replaced(table, tasks, keys, options.merge_batch_size):
                 producer.append_data_file(write_position_deletes(table, data_file, positions, producer.commit_uuid))
         if footers is not None:
-            return add_as_is(tx, table, producer, files, footers, batch_id, options.verify_files), True
+            return add_as_is(tx, table, producer, files, footers, batch_id, options), True
         if len(insert_rows) == total:
             return _rewrite(tx, table, producer, files, target, options), False
         selected = _select_rows(_batches(tx, files, target, options.strict_casting), insert_rows)

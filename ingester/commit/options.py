@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ingester.events import FileEvent
 from ingester.settings import DEFAULT_MERGE_BATCH_SIZE, DEFAULT_WRITE_CHUNK_BYTES, CommitSettings
 
 
@@ -11,13 +12,19 @@ from ingester.settings import DEFAULT_MERGE_BATCH_SIZE, DEFAULT_WRITE_CHUNK_BYTE
 class WriteOptions:
     """The write settings of ``CommitSettings`` (same names, same meanings), plus
     ``verify_files``: decode every page of a file before registering it as-is (off only for
-    files this process just wrote, e.g. a dlt load package)."""
+    files this process just wrote, e.g. a dlt load package); ``trust_verified``
+    (``commit.verify_pages = "unverified"``): not the files whose producer decoded them."""
 
     strict_casting: bool = False
     zero_copy: bool = True
     write_chunk_bytes: int = DEFAULT_WRITE_CHUNK_BYTES
     merge_batch_size: int = DEFAULT_MERGE_BATCH_SIZE
     verify_files: bool = True
+    trust_verified: bool = True
+
+    def must_verify(self, event: FileEvent) -> bool:
+        """Decode every page of ``event``'s file before registering it as-is?"""
+        return self.verify_files and not (self.trust_verified and event.verified)
 
     @classmethod
     def from_settings(cls, settings: CommitSettings) -> WriteOptions:
@@ -26,4 +33,5 @@ class WriteOptions:
             zero_copy=settings.zero_copy,
             write_chunk_bytes=settings.write_chunk_bytes,
             merge_batch_size=settings.merge_batch_size,
+            trust_verified=settings.verify_pages == "unverified",
         )

@@ -79,12 +79,12 @@ def load_events(
     tables = json.loads((package / "schema.json").read_text())["tables"]
     nested = _nested_merge(tables, name)
     if nested is None:
-        return [file_event(p, name, load_id=load_id, namespace=namespace, **hints) for p in paths]
+        return [file_event(p, name, load_id=load_id, namespace=namespace, written_here=True, **hints) for p in paths]
     keys = _keys_file(package, name, *nested, paths)
     key_columns = {k: v for k, v in hints["columns"].items() if k in pq.read_schema(keys).names}
     first = file_event(keys, name, load_id=load_id, namespace=namespace, write_disposition=WriteDisposition.MERGE,
-                       merge_key=[nested[2]], columns=key_columns, keys_only=True)
-    return [first, *(file_event(p, name, load_id=load_id, namespace=namespace, columns=hints["columns"]) for p in paths)]
+                       merge_key=[nested[2]], columns=key_columns, keys_only=True, written_here=True)
+    return [first, *(file_event(p, name, load_id=load_id, namespace=namespace, columns=hints["columns"], written_here=True) for p in paths)]
 
 
 def load_package_events(package: Path, namespace: str | None = None) -> Iterator[FileEvent]:

@@ -23,7 +23,7 @@ from ingester.catalog import open_catalog
 from ingester.commit.as_is import add_as_is, as_is_footers
 from ingester.commit.dispositions import append, merge_into, replace_all
 from ingester.commit.options import WriteOptions
-from ingester.commit.source_files import SourceFile
+from ingester.commit.source_files import BadFile, SourceFile
 from ingester.events import FileEvent, WriteDisposition
 from ingester.schema import normalize_schema, table_arrow_schema, to_iceberg
 from ingester.settings import CatalogSettings
@@ -217,7 +217,7 @@ def test_a_retried_commit_replaces_its_own_copies(catalog: Catalog, tmp_path: Pa
             footers = as_is_footers(files, target, table)
             assert footers is not None
             with tx.update_snapshot().fast_append() as producer:
-                add_as_is(tx, table, producer, files, footers, "b1", verify_files=True)
+                add_as_is(tx, table, producer, files, footers, "b1", WriteOptions())
     table.refresh()
     paths = sorted({t.file.file_path.rsplit("/", 1)[1] for t in table.scan().plan_files()})
     assert paths == ["ingester-b1-00000.parquet", "ingester-b1-00001.parquet"]
@@ -247,3 +247,33 @@ def test_float_columns_carry_nan_counts(catalog: Catalog, tmp_path: Path, option
     (task,) = table.scan().plan_files()
     ids = {f.name: f.field_id for f in table.schema().fields}
     assert task.file.nan_value_counts == {ids["f"]: 2, ids["g"]: 0}
+
+
+def corrupt(path: Path) -> Path:
+    """Flip bytes inside the first column chunk's pages; the footer still reads."""
+    raw = bytearray(path.read_bytes())
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)
+    at = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size // 2
+    raw[at:at + 16] = bytes(b ^ 0xA5 for b in raw[at:at + 16])
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize(("verified", "options", "decoded"), [
+    (False, WriteOptions(), True),
+    (True, WriteOptions(), False),
+    (True, WriteOptions(trust_verified=False), True),
+    (False, WriteOptions(verify_files=False), False),
+], ids=["unverified event", "verified by its producer", "verify_pages=all", "written by this process"])
+def test_pages_are_decoded_unless_the_producer_did(catalog: Catalog, tmp_path: Path, verified: bool,
+                                                   options: WriteOptions, decoded: bool) -> None:
+    table = catalog.create_table(("ns", "c"), to_iceberg(SCHEMA))
+    path = corrupt(write_parquet(tmp_path / "in", pa.table({"id": list(range(5000)), "v": [str(i) for i in range(5000)]}, SCHEMA)))
+    f = source(path, FileEvent(table="c", verified=verified))
+    assert options.must_verify(f.item.event) is decoded
+    if decoded:
+        with pytest.raises(BadFile, match="cannot read"):
+            commit(table, append, [f], options=options)
+        assert table.current_snapshot() is None
+    else:  # the producer's check stands: registered without a page decoded
+        assert commit(table, append, [f], options=options) == (5000, True)
