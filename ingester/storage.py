@@ -38,13 +38,34 @@ def canonical(location: str) -> str:
         if "\x00" in path:
             raise LocationRefused(f"location {location!r} contains a NUL byte")
         try:
-            return Path(path).resolve().as_uri()
+            return Path(_resolved(path)).as_uri()
         except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
             raise LocationRefused(f"location {location!r} cannot be resolved: {exc}") from None
     if parsed.scheme in ("s3", "s3a"):
         key = posixpath.normpath("/" + unquote(parsed.path)).lstrip("/")
         return f"s3://{parsed.netloc}/{key}"
     raise LocationRefused(f"unsupported location scheme {parsed.scheme!r} in {location!r}")
+
+
+_PROC_FD = Path("/proc/self/fd").is_dir()
+
+
+def _resolved(path: str) -> str:
+    """``Path(path).resolve()``, asked of the kernel where it can (``O_PATH`` then the link in
+    ``/proc/self/fd``: two system calls, not an ``lstat`` per component); a missing file or
+    any other refusal takes ``resolve``'s own way, with its errors."""
+    if _PROC_FD:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return str(Path(path).resolve())
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        if real.startswith("/") and not real.endswith(" (deleted)"):
+            return real
+    return str(Path(path).resolve())
 
 
 DEFAULT_READ_CONCURRENCY = 8
@@ -109,12 +130,15 @@ class FileReader:
                 raise UnreadableFile(f"{event.describe()}: file not found") from None
             raise
 
-    def open(self, event: FileEvent, read_dictionary: Sequence[str] = ()) -> pq.ParquetFile:
-        """Parquet file of the event (``read_dictionary``: columns read as arrow dictionaries);
+    def open(
+        self, event: FileEvent, read_dictionary: Sequence[str] = (), metadata: pq.FileMetaData | None = None
+    ) -> pq.ParquetFile:
+        """Parquet file of the event (``read_dictionary``: columns read as arrow dictionaries;
+        ``metadata``: its footer, already parsed by ``footer``, not read again);
         ``UnreadableFile`` / ``LocationRefused`` on bad input."""
         source = self.open_raw(event)
         try:
-            return pq.ParquetFile(source, read_dictionary=list(read_dictionary) or None)
+            return pq.ParquetFile(source, metadata=metadata, read_dictionary=list(read_dictionary) or None)
         except (pa.ArrowInvalid, OSError) as exc:
             raise_if_transient(exc, event)
             raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None

@@ -13,6 +13,7 @@ engine's workers and the dlt destination use it).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -25,6 +26,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table, TableProperties, Transaction
 
 from ingester.batch import Batch, Pending, TableRef
@@ -112,11 +114,17 @@ def _commits_without_rows(
             and load_id not in state.replace_load_ids)
 
 
+@functools.lru_cache(maxsize=256)
+def _checked_schema(schema: pa.Schema) -> Schema:
+    """``to_iceberg`` once per distinct schema (a stream's files mostly share one); read only."""
+    return to_iceberg(schema)
+
+
 def _check_file(schema: pa.Schema, event: FileEvent) -> None:
     """A file must be able to make its table on its own: Iceberg types (else
     ``UnsupportedPyArrowTypeException``), partition hints that fit its columns and its key
     columns present (else ``SchemaConflict``). Checked per file, so no batch fails on one."""
-    spec_for(to_iceberg(schema), event.columns, event.describe())
+    spec_for(_checked_schema(schema), event.columns, event.describe())
     for key in (*event.primary_key, *event.merge_key):
         if key not in schema.names:
             raise SchemaConflict(event.describe(), key, "key column is not in the file")
@@ -174,7 +182,7 @@ class SnapshotCommitter:
             _check_file(schema, ev)
             return SourceFile(
                 item, schema, raw, metadata.num_rows,
-                open=lambda read_dictionary=(): self.reader.open(ev, read_dictionary),
+                open=lambda read_dictionary=(): self.reader.open(ev, read_dictionary, metadata),
                 open_raw=lambda: self.reader.open_raw(ev),
                 location=self.reader.check(ev.location) if ev.location else None,
                 dictionary=dictionary_encoded(metadata),

@@ -11,9 +11,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyiceberg.io.pyarrow import _dataframe_to_data_files, compute_statistics_plan, data_file_statistics_from_parquet_metadata
+from pyiceberg.io.pyarrow import (
+    StatisticsCollector,
+    _dataframe_to_data_files,
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+)
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-from pyiceberg.schema import sanitize_column_names
+from pyiceberg.schema import Schema, sanitize_column_names
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update.snapshot import _SnapshotProducer
@@ -25,6 +30,19 @@ SnapshotProducer = _SnapshotProducer
 def nan_count(column: pa.Array | pa.ChunkedArray) -> int:
     """NaN values of a float column (a parquet footer counts none; Iceberg keeps them per file)."""
     return int(pc.sum(pc.is_nan(column)).as_py() or 0)
+
+
+_plan: tuple[Schema, dict[str, str], dict[int, StatisticsCollector]] | None = None
+
+
+def _statistics_plan(schema: Schema, properties: dict[str, str]) -> dict[int, StatisticsCollector]:
+    """pyiceberg's metrics plan for ``schema``, made once per schema (the files of a batch share
+    it, and making it walks the schema twice). A race between threads at worst makes it twice."""
+    global _plan
+    cached = _plan
+    if cached is None or cached[0] is not schema or cached[1] != properties:
+        cached = _plan = (schema, dict(properties), compute_statistics_plan(sanitize_column_names(schema), properties))
+    return cached[2]
 
 
 def as_is_data_file(
@@ -39,7 +57,7 @@ def as_is_data_file(
     schema = metadata.schema()
     stats = data_file_statistics_from_parquet_metadata(
         parquet_metadata=parquet,
-        stats_columns=compute_statistics_plan(sanitize_column_names(schema), metadata.properties),
+        stats_columns=_statistics_plan(schema, metadata.properties),
         parquet_column_mapping=dict(leaf_ids),
     )
     metrics = {**stats.to_serialized_dict(), "nan_value_counts": dict(nan_counts)}

@@ -104,8 +104,10 @@ def with_field_ids(footer: Footer, schema: Schema) -> IdFooter:
             pairs.values = [kv for kv in pairs.values if _get(kv, 1) != ARROW_SCHEMA_KEY]
         return pairs
 
-    try:
-        thrift = edit_struct(footer.thrift, {_SCHEMA: assign, _KEY_VALUES: without_arrow_schema})
+    try:  # the key-value pairs come after the row groups: read that far only for nested files
+        thrift = edit_struct(footer.thrift, {_SCHEMA: assign})
+        if nested[0]:
+            thrift = edit_struct(thrift, {_KEY_VALUES: without_arrow_schema})
     except Unmapped:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoding failure: not a footer we can map

@@ -33,6 +33,22 @@ def test_canonical_refuses_other_schemes_hosts_and_nul_bytes(location: str) -> N
         canonical(location)
 
 
+def test_canonical_local_paths_are_those_of_path_resolve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's answer (O_PATH + /proc/self/fd) and pathlib's agree, links and dots included."""
+    real = tmp_path / "real" / "d"
+    real.mkdir(parents=True)
+    (real / "f.parquet").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(real)
+    (real / "alias.parquet").symlink_to(real / "f.parquet")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    monkeypatch.chdir(tmp_path)
+    for path in ["link/f.parquet", f"{tmp_path}/link/../d/f.parquet", f"{tmp_path}/real/./d/alias.parquet",
+                 f"{tmp_path}/link/missing.parquet", f"{tmp_path}/nowhere/../real/d/f.parquet", "real/d", f"{real} b.parquet"]:
+        assert canonical(path) == Path(path).resolve().as_uri(), path
+    with pytest.raises(LocationRefused, match="cannot be resolved"):
+        canonical(f"{tmp_path}/loop/x.parquet")
+
+
 def test_allow_list_admits_only_paths_under_a_prefix(tmp_path: Path) -> None:
     allowed, other = tmp_path / "staging", tmp_path / "staging-other"
     path = write_parquet(allowed, {"id": [1]})
