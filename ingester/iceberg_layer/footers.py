@@ -82,6 +82,53 @@ def read_footer(source: pa.NativeFile, size: int) -> Footer:
     return Footer(size - 8 - length, bytes(thrift))
 
 
+@dataclass(frozen=True, slots=True)
+class _Edited:
+    """A footer's schema elements as found (``raw``), with the table's ids (``encoded``)."""
+
+    raw: bytes
+    encoded: bytes
+    leaf_ids: dict[str, int]
+    nested: bool
+
+
+class _Lookup:
+    """``FieldMemo`` for one footer over the schemas already edited for its table schema."""
+
+    def __init__(self, known: list[_Edited]) -> None:
+        self.known = known
+        self.hit: _Edited | None = None
+        self.raw = self.encoded = b""
+
+    def lookup(self, fid: int, data: bytes, start: int) -> tuple[int, bytes] | None:
+        for edited in self.known:
+            if data.startswith(edited.raw, start):
+                self.hit = edited
+                return len(edited.raw), edited.encoded
+        return None
+
+    def store(self, fid: int, raw: bytes, encoded: bytes) -> None:
+        self.raw, self.encoded = raw, encoded
+
+
+_edited: dict[int, tuple[Schema, list[_Edited]]] = {}
+"""Per table schema (by identity: a batch's files share its object), the footer schemas it
+already gave ids: a stream's files mostly share one, edited once. Bounded; lists replaced
+whole, so threads of other batches read a consistent one."""
+_EDITED_SCHEMAS, _EDITED_PER_SCHEMA = 16, 8
+
+
+def _known(schema: Schema) -> list[_Edited]:
+    held = _edited.get(id(schema))
+    return held[1] if held is not None and held[0] is schema else []
+
+
+def _remember(schema: Schema, edited: _Edited) -> None:
+    if len(_edited) >= _EDITED_SCHEMAS and id(schema) not in _edited:
+        _edited.clear()
+    _edited[id(schema)] = (schema, [edited, *_known(schema)][:_EDITED_PER_SCHEMA])
+
+
 def with_field_ids(footer: Footer, schema: Schema) -> IdFooter:
     """``footer`` with the field ids of ``schema`` on every schema element, matched by name
     (struct fields by name, list elements, map keys and values by position). For a file with
@@ -104,8 +151,14 @@ def with_field_ids(footer: Footer, schema: Schema) -> IdFooter:
             pairs.values = [kv for kv in pairs.values if _get(kv, 1) != ARROW_SCHEMA_KEY]
         return pairs
 
+    lookup = _Lookup(_known(schema))
     try:  # the key-value pairs come after the row groups: read that far only for nested files
-        thrift = edit_struct(footer.thrift, {_SCHEMA: assign})
+        thrift = edit_struct(footer.thrift, {_SCHEMA: assign}, lookup)
+        if lookup.hit is not None:
+            leaf_ids.update(lookup.hit.leaf_ids)
+            nested.append(lookup.hit.nested)
+        else:
+            _remember(schema, _Edited(lookup.raw, lookup.encoded, dict(leaf_ids), nested[0]))
         if nested[0]:
             thrift = edit_struct(thrift, {_KEY_VALUES: without_arrow_schema})
     except Unmapped:

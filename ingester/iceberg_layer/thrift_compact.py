@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from thrift.protocol.TCompactProtocol import VALUE_WRITE, TCompactProtocol
 from thrift.Thrift import TType
@@ -33,11 +33,21 @@ class ThriftMap:
     items: list[tuple[Any, Any]]
 
 
-def edit_struct(data: bytes, edits: Mapping[int, Callable[[Any], Any]]) -> bytes:
+class FieldMemo(Protocol):
+    """Edited values seen before: the bytes of a field's value -> its edited encoding."""
+
+    def lookup(self, fid: int, data: bytes, start: int) -> tuple[int, bytes] | None:
+        """(length of the known value that starts at ``data[start]``, its edited encoding)."""
+
+    def store(self, fid: int, raw: bytes, encoded: bytes) -> None: ...
+
+
+def edit_struct(data: bytes, edits: Mapping[int, Callable[[Any], Any]], memo: FieldMemo | None = None) -> bytes:
     """``data`` (a serialized struct) with the value of each field in ``edits`` replaced by
     ``edit(value)``; every other field is kept byte for byte, and nothing after the last edited
-    field is even read. Raises ``EOFError``, ``ValueError`` or a thrift error on bytes that are
-    not such a struct."""
+    field is even read. With ``memo``, a value whose bytes it knows is neither decoded nor
+    edited again (the same bytes always decode to the same value). Raises ``EOFError``,
+    ``ValueError`` or a thrift error on bytes that are not such a struct."""
     buffer = TMemoryBuffer(data)
     p = TCompactProtocol(buffer)
     p.readStructBegin()
@@ -49,7 +59,16 @@ def edit_struct(data: bytes, edits: Mapping[int, Callable[[Any], Any]]) -> bytes
             break
         if fid in edits:
             pending.discard(fid)
-            out += _field_header(last, fid, ttype) + _encoded(ttype, edits[fid](_read(p, ttype)))
+            start = buffer.cstringio_buf.tell()
+            known = memo.lookup(fid, data, start) if memo is not None else None
+            if known is not None:
+                buffer.cstringio_buf.seek(start + known[0])
+                encoded = known[1]
+            else:
+                encoded = _encoded(ttype, edits[fid](_read(p, ttype)))
+                if memo is not None:
+                    memo.store(fid, data[start:buffer.cstringio_buf.tell()], encoded)
+            out += _field_header(last, fid, ttype) + encoded
         else:
             _read(p, ttype)  # thrift's own skip decodes binary as UTF-8
             out += data[position:buffer.cstringio_buf.tell()]

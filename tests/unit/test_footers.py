@@ -92,3 +92,22 @@ def test_edit_struct_keeps_every_other_byte() -> None:
     footer = footer_of(data)
     assert edit_struct(footer.thrift, {2: lambda v: v}) == footer.thrift
     assert edit_struct(footer.thrift, {2: lambda v: v, 5: lambda v: v}) == footer.thrift
+
+
+def test_a_schema_seen_before_is_not_edited_again_and_gives_the_same_footer() -> None:
+    """A stream's files share a schema: its ids are assigned once per table schema; the footers
+    (row counts and statistics differ per file) come out as a fresh edit makes them."""
+    from ingester.iceberg_layer import footers
+
+    data = pa.table({"id": pa.array([1, 2], pa.int64()), "tags": pa.array([["a"], []], pa.list_(pa.string()))})
+    schema = to_iceberg(data.schema)
+    first, second = (footer_of(parquet_bytes(data.slice(0, n))) for n in (1, 2))
+    fresh = with_field_ids(second, schema)
+    footers._edited.clear()
+    assert with_field_ids(first, schema).leaf_ids == fresh.leaf_ids
+    (known,) = footers._known(schema)
+    again = with_field_ids(second, schema)  # a memo hit: same schema bytes, other row groups
+    assert footers._known(schema) == [known]
+    assert (again.thrift, again.leaf_ids) == (fresh.thrift, fresh.leaf_ids)
+    other = to_iceberg(pa.schema([("tags", data.schema.field("tags").type), ("id", pa.int64())]))
+    assert with_field_ids(second, other).leaf_ids != fresh.leaf_ids  # another table schema: its own ids
