@@ -55,7 +55,7 @@ def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
         catalog,
         FileReader(settings.allowed_prefixes, s3_for(settings), settings.storage.read_concurrency),
         group=group,
-        options=WriteOptions.from_settings(settings.commit),
+        options=WriteOptions.from_settings(settings.commit, settings.storage.read_concurrency),
         ledger=Ledger(catalog),
     )
 

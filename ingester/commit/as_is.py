@@ -32,7 +32,6 @@ from ingester.iceberg_layer.footers import IdFooter, Unmapped, with_field_ids, w
 from ingester.storage import raise_if_transient
 
 VERIFY_THREADS = 2
-COPY_THREADS = 4
 
 
 def as_is_footers(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> list[IdFooter] | None:
@@ -104,7 +103,7 @@ def add_as_is(
     def register(i: int) -> DataFile:
         return _copy(tx.table_metadata, table.io, files[i], footers[i], nans[i], f"{base}-{i:05d}.parquet")
 
-    with ThreadPoolExecutor(min(COPY_THREADS, len(files)) or 1, thread_name_prefix="ingester-copy") as pool:
+    with ThreadPoolExecutor(min(options.read_concurrency, len(files)) or 1, thread_name_prefix="ingester-copy") as pool:
         for data_file in pool.map(register, range(len(files))):
             producer.append_data_file(data_file)
     return sum(f.rows for f in files)

@@ -21,17 +21,20 @@ class WriteOptions:
     merge_batch_size: int = DEFAULT_MERGE_BATCH_SIZE
     verify_files: bool = True
     trust_verified: bool = True
+    read_concurrency: int = 8
+    """``storage.read_concurrency``: files copied at once when registered as-is (S3 latency)."""
 
     def must_verify(self, event: FileEvent) -> bool:
         """Decode every page of ``event``'s file before registering it as-is?"""
         return self.verify_files and not (self.trust_verified and event.verified)
 
     @classmethod
-    def from_settings(cls, settings: CommitSettings) -> WriteOptions:
+    def from_settings(cls, settings: CommitSettings, read_concurrency: int = 8) -> WriteOptions:
         return cls(
             strict_casting=settings.strict_casting,
             zero_copy=settings.zero_copy,
             write_chunk_bytes=settings.write_chunk_bytes,
             merge_batch_size=settings.merge_batch_size,
             trust_verified=settings.verify_pages == "unverified",
+            read_concurrency=read_concurrency,
         )

@@ -32,17 +32,20 @@ def nan_count(column: pa.Array | pa.ChunkedArray) -> int:
     return int(pc.sum(pc.is_nan(column)).as_py() or 0)
 
 
-_plan: tuple[Schema, dict[str, str], dict[int, StatisticsCollector]] | None = None
+_plans: dict[int, tuple[Schema, dict[str, str], dict[int, StatisticsCollector]]] = {}
+_PLANS = 16
 
 
 def _statistics_plan(schema: Schema, properties: dict[str, str]) -> dict[int, StatisticsCollector]:
-    """pyiceberg's metrics plan for ``schema``, made once per schema (the files of a batch share
-    it, and making it walks the schema twice). A race between threads at worst makes it twice."""
-    global _plan
-    cached = _plan
-    if cached is None or cached[0] is not schema or cached[1] != properties:
-        cached = _plan = (schema, dict(properties), compute_statistics_plan(sanitize_column_names(schema), properties))
-    return cached[2]
+    """pyiceberg's metrics plan for ``schema``, made once per schema object (the files of a batch
+    share it, and making it walks the schema twice); bounded, tables committing at once each
+    keep theirs. A race between threads at worst makes one twice."""
+    held = _plans.get(id(schema))
+    if held is None or held[0] is not schema or held[1] != properties:
+        if len(_plans) >= _PLANS:
+            _plans.clear()
+        held = _plans[id(schema)] = (schema, dict(properties), compute_statistics_plan(sanitize_column_names(schema), properties))
+    return held[2]
 
 
 def as_is_data_file(

@@ -277,3 +277,32 @@ def test_pages_are_decoded_unless_the_producer_did(catalog: Catalog, tmp_path: P
         assert table.current_snapshot() is None
     else:  # the producer's check stands: registered without a page decoded
         assert commit(table, append, [f], options=options) == (5000, True)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_as_is_copies_run_read_concurrency_at_once(catalog: Catalog, tmp_path: Path, concurrency: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    from ingester.commit import as_is
+
+    running, most, lock = [0], [0], threading.Lock()
+    copy = as_is._copy
+
+    def counted(*args: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        try:
+            return copy(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(as_is, "_copy", counted)
+    table = catalog.create_table(("ns", f"k{concurrency}"), to_iceberg(SCHEMA))
+    files = [source(data(tmp_path / str(i), [i])) for i in range(6)]
+    assert commit(table, append, files, options=WriteOptions(read_concurrency=concurrency)) == (6, True)
+    assert most[0] == concurrency
