@@ -93,6 +93,11 @@ class SourceSettings(_Section):
     """Where file events come from: the embedded spool (default) or Kafka."""
 
     kind: Literal["spool", "kafka"] = "spool"
+    format: Literal["ingester", "s3-events", "seaweedfs-filer"] = Field(
+        "ingester",
+        description="what a message holds: our event envelope, S3-format object notifications (S3 via SQS/SNS/EventBridge, "
+        "MinIO, Ceph), or SeaweedFS filer events; objects are routed by objects.routes",
+    )
     spool_path: Path | None = Field(None, description="SQLite queue file; default <home>/queue.db")
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: list[str] = Field(default_factory=lambda: [DEFAULT_TOPIC])

@@ -18,6 +18,7 @@ from ingester.allocator import use_daemon_pool
 from ingester.catalog import open_catalog
 from ingester.commit.committer import SnapshotCommitter
 from ingester.commit.options import WriteOptions
+from ingester.decoding import build_decoder
 from ingester.deadletter import DeadLetterSink, FolderDeadLetters, KafkaDeadLetters
 from ingester.engine import CommitHook, Engine
 from ingester.iceberg_layer.ledger import Ledger
@@ -140,4 +141,5 @@ def build_engine(settings: Settings, source: Source | None = None, metrics: Metr
         metrics=metrics,
         maintenance=build_maintenance(settings, committer.catalog, committer.ledger) if settings.maintenance.enabled else None,
         commit_hook=crash_hook(spec) if (spec := os.environ.get(CRASH_ENV)) else None,
+        decoder=build_decoder(settings),
     )
