@@ -121,8 +121,10 @@ def decode_filer_event(key: bytes | None, value: bytes) -> list[ObjectRef]:
     parent = event.new_parent_path or posixpath.dirname(_text(key))
     path = posixpath.join(parent, entry.name)
     bucket, _, object_key = path.removeprefix(BUCKETS_DIR + "/").partition("/")
-    if not path.startswith(BUCKETS_DIR + "/") or not object_key or object_key.startswith(UPLOADS_DIR + "/"):
-        return []  # not an object of an S3 bucket, or a part of a multipart upload still in progress
+    if not path.startswith(BUCKETS_DIR + "/") or bucket.startswith(".") or not object_key:
+        return []  # not an object of an S3 bucket (``/buckets/.system/`` is SeaweedFS's own)
+    if object_key.startswith(UPLOADS_DIR + "/"):
+        return []  # a part of a multipart upload; the completed object is an entry of its own
     return [ObjectRef(f"s3://{bucket}/{object_key}", _size(entry), _etag(entry))]
 
 

@@ -90,9 +90,9 @@ class CatalogSettings(_Section):
 
 
 class SourceSettings(_Section):
-    """Where file events come from: the embedded spool (default) or Kafka."""
+    """Where file events come from: the embedded spool (default), Kafka, or an SQS queue of S3 notifications."""
 
-    kind: Literal["spool", "kafka"] = "spool"
+    kind: Literal["spool", "kafka", "sqs"] = "spool"
     format: Literal["ingester", "s3-events", "seaweedfs-filer"] = Field(
         "ingester",
         description="what a message holds: our event envelope, S3-format object notifications (S3 via SQS/SNS/EventBridge, "
@@ -110,6 +110,23 @@ class SourceSettings(_Section):
         20.0, gt=0, le=50, description="how long a member losing partitions commits before the group goes on"
     )
     kafka_options: dict[str, Any] = Field(default_factory=dict, description="raw aiokafka options")
+    sqs_queue_url: str | None = Field(None, description="SQS queue of S3 notifications (kind sqs; AWS credentials from the usual chain)")
+    sqs_endpoint: str | None = Field(None, description="SQS endpoint (default: AWS's, from the queue's region)")
+    sqs_region: str | None = Field(None, description="SQS region (default: the AWS chain's)")
+    sqs_wait_time_s: int = Field(1, ge=0, le=20, description="long-poll wait of a receive that finds nothing")
+    sqs_visibility_timeout_s: int = Field(
+        300, ge=1, le=43_200, description="a received message not deleted by then is delivered again: above the commit time"
+    )
+    sqs_max_messages: int = Field(10, ge=1, le=10, description="messages per receive (SQS allows 10)")
+
+    @model_validator(mode="after")
+    def _sqs(self) -> SourceSettings:
+        if self.kind == "sqs" and not self.sqs_queue_url:
+            raise ValueError("source.sqs_queue_url is required for source.kind = 'sqs' (INGESTER_SOURCE__SQS_QUEUE_URL)")
+        if self.kind == "sqs" and self.format != "s3-events":
+            raise ValueError("source.kind = 'sqs' carries S3 notifications: set source.format = 's3-events' (SQS positions "
+                             "do not outlive a restart, so only events with an object identity are deduplicated)")
+        return self
 
     @field_serializer("kafka_options")
     def _masked_options(self, options: dict[str, Any]) -> dict[str, Any]:

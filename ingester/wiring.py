@@ -66,6 +66,10 @@ def build_source(settings: Settings) -> Source:
         from ingester.sources.kafka import KafkaSource
 
         return KafkaSource.from_settings(settings.source)
+    if settings.source.kind == "sqs":
+        from ingester.sources.sqs import SqsSource
+
+        return SqsSource.from_settings(settings.source)
     return SpoolSource(SpoolQueue(settings.spool_file))
 
 
@@ -75,6 +79,8 @@ def build_queue(settings: Settings) -> EventQueue:
         from ingester.sources.kafka import KafkaEventQueue
 
         return KafkaEventQueue.from_settings(settings.source)
+    if settings.source.kind == "sqs":
+        raise ValueError("source.kind = 'sqs' is fed by the object store's notifications: there is nothing to publish to")
     return SpoolQueue(settings.spool_file)
 
 

@@ -36,8 +36,11 @@ class Source(Protocol):
     message after the last committed offset of its partition is delivered again.
     """
 
-    group: str
-    """Name of the consumer group; offsets in snapshot markers are kept per group."""
+    @property
+    def group(self) -> str | None:
+        """Name of the consumer group; offsets in snapshot markers are kept per group. ``None``
+        for a queue whose positions do not outlive the process (SQS): no offset markers, its
+        events are deduplicated by their event ids."""
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         """Next messages in partition order; ``[]`` after ``timeout_s`` or while paused."""

@@ -95,6 +95,7 @@ def test_filer_skips_what_is_not_a_finished_object() -> None:
     assert decode_filer_event(*filer_event("/buckets/lake/in", is_directory=True)) == []
     assert decode_filer_event(*filer_event("/buckets/lake/.uploads/u1/0001_x.part", attributes={"file_size": 3})) == []
     assert decode_filer_event(*filer_event("/etc/config.toml", attributes={"file_size": 3})) == []
+    assert decode_filer_event(*filer_event("/buckets/.system/owners/.complete")) == []
     assert decode_filer_event(*filer_event("/buckets/lake", is_directory=True)) == []
     delete = EventNotification(old_entry=Entry(name="a.parquet"), delete_chunks=True)
     assert decode_filer_event(b"/buckets/lake/a.parquet", delete.SerializeToString()) == []
