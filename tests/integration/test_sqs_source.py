@@ -58,12 +58,14 @@ def test_receive_delete_below_the_watermark_and_redelivery(moto_sqs: str, aws_en
     url = client.create_queue(QueueName=unique("q"))["QueueUrl"]
     for n in range(3):
         client.send_message(QueueUrl=url, MessageBody=f"m{n}")
-    source = SqsSource(url, endpoint_url=moto_sqs, region=REGION, wait_time_s=0, visibility_timeout_s=1)
+    source = SqsSource(url, endpoint_url=moto_sqs, region=REGION, wait_time_s=0, visibility_timeout_s=1, max_messages=2)
 
     async def scenario() -> None:
-        got = []
+        got: list[Any] = []
         while len(got) < 3:
-            got += await source.poll(10, 0.2)
+            polled = await source.poll(10, 0.2)
+            assert len(polled) <= 2  # sqs_max_messages
+            got += polled
         assert sorted(m.payload for m in got) == [b"m0", b"m1", b"m2"]
         assert [m.position.offset for m in got] == [0, 1, 2] and {m.position.partition for m in got} == {source.partition}
         by_offset = {m.position.offset: m.payload for m in got}
