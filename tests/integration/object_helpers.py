@@ -1,5 +1,5 @@
 """Helpers of the bucket-source tests: parquet objects in a SeaweedFS bucket, S3-format
-notifications naming them, settings of a daemon that routes them, reading tables back."""
+notifications naming them, settings of a daemon that routes them, running it, its dead letters."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
+import anyio
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ingester.engine import EngineStats
 from ingester.settings import Settings
+from ingester.wiring import build_engine
 from tests.support import rest_catalog_settings
 
 _ids = itertools.count(1)
@@ -44,8 +48,6 @@ def put_parquet(s3: Any, bucket: str, key: str, rows: int = 3) -> PutObject:
 
 def s3_event(*objects: PutObject, name: str = "ObjectCreated:Put") -> dict[str, Any]:
     """An AWS S3 notification of ``objects`` (keys URL-encoded the way S3 does: ``+`` for spaces)."""
-    from urllib.parse import quote_plus
-
     return {"Records": [
         {"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventName": name,
          "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": o.bucket, "arn": f"arn:aws:s3:::{o.bucket}"},
@@ -68,3 +70,14 @@ def object_settings(seaweed: Any, home: Path, bucket: str, namespace: str, **sou
 def dead_letters(home: Path) -> list[dict[str, Any]]:
     path = home / "deadletter" / "deadletters.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def run_once(settings: Settings) -> EngineStats:
+    """The daemon in-process until its queue is read and everything is committed."""
+    async def main() -> EngineStats:
+        engine = build_engine(settings)
+        try:
+            return await engine.run(exit_when_idle=True)
+        finally:
+            await engine.source.aclose()
+    return anyio.run(main)

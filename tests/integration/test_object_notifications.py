@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import anyio
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,24 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingester.object_events import decode_filer_event
 from ingester.testing.localstack import SeaweedServer
-from ingester.wiring import build_engine
 from tests.integration.kafka_helpers import (
     Daemon, committed_offsets, create_topics, daemon_env, end_offsets, produce, read_topic, unique, wait_all_acked,
     wait_until,
 )
-from tests.integration.object_helpers import dead_letters, object_settings, put_parquet, s3_event
+from tests.integration.object_helpers import dead_letters, object_settings, put_parquet, run_once, s3_event
 from tests.support import duckdb_rows, s3_secret
-
-
-def run_once(settings: Any) -> Any:
-    """The daemon in-process until the topic is read and everything is committed."""
-    async def main() -> Any:
-        engine = build_engine(settings)
-        try:
-            return await engine.run(exit_when_idle=True)
-        finally:
-            await engine.source.aclose()
-    return anyio.run(main)
 
 
 def test_aws_format_events_on_kafka_land_once(seaweed: Any, tansu: Any, tmp_path: Path) -> None:

@@ -16,9 +16,8 @@ import pytest
 
 from ingester.sources.sqs import SqsSource
 from ingester.testing.localstack import free_port
-from ingester.wiring import build_engine
 from tests.integration.kafka_helpers import unique
-from tests.integration.object_helpers import dead_letters, object_settings, put_parquet, s3_event
+from tests.integration.object_helpers import dead_letters, object_settings, put_parquet, run_once, s3_event
 from tests.support import duckdb_rows, s3_secret
 
 REGION = "us-east-1"
@@ -104,16 +103,7 @@ def test_s3_notifications_over_sqs_land_once(moto_sqs: str, aws_env: None, seawe
     settings = object_settings(seaweed, tmp_path / "home", bucket, namespace, kind="sqs", format="s3-events",
                                sqs_queue_url=url, sqs_endpoint=moto_sqs, sqs_region=REGION, sqs_wait_time_s=0)
 
-    def run_daemon() -> Any:
-        async def main() -> Any:
-            engine = build_engine(settings)
-            try:
-                return await engine.run(exit_when_idle=True)
-            finally:
-                await engine.source.aclose()
-        return anyio.run(main)
-
-    stats = run_daemon()
+    stats = run_once(settings)
     table = seaweed.catalog().load_table((namespace, "orders"))
     expected = sorted(a.ids + b.ids)
     assert sorted(table.scan().to_arrow().column("id").to_pylist()) == expected
@@ -125,7 +115,7 @@ def test_s3_notifications_over_sqs_land_once(moto_sqs: str, aws_env: None, seawe
     ]
     client.send_message(QueueUrl=url, MessageBody=json.dumps(s3_event(b)))  # announced again later
     snapshots = len(table.metadata.snapshots)
-    stats = run_daemon()
+    stats = run_once(settings)
     table.refresh()
     assert sorted(table.scan().to_arrow().column("id").to_pylist()) == expected
     assert len(table.metadata.snapshots) == snapshots and stats.duplicates == 1 and queue_counts(client, url) == (0, 0)
