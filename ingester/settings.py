@@ -277,6 +277,11 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.catalog.type == "rest" and not self.catalog.uri:
             raise ValueError("catalog.uri is required for a REST catalog (INGESTER_CATALOG__URI)")
+        if self.source.format != "ingester" and not self.objects.routes:
+            raise ValueError(f"source.format = {self.source.format!r} needs objects.routes (key pattern -> table)")
+        if self.source.format == "seaweedfs-filer" and not self.objects.buckets:
+            raise ValueError("source.format = 'seaweedfs-filer' needs objects.buckets: the filer announces every bucket's "
+                             "files, the Iceberg tables' own too")
         return self
 
     @classmethod

@@ -113,6 +113,18 @@ def test_other_buckets_are_skipped_and_bad_messages_dead_lettered(tmp_path: Path
 
 def test_format_setting_picks_the_codec() -> None:
     assert build_decoder(Settings()).source is None
-    assert build_decoder(Settings(source={"format": "seaweedfs-filer"})).source == "seaweedfs-filer"
+    routes = {"routes": [{"pattern": "in/{table}/**"}], "buckets": ["lake"]}
+    assert build_decoder(Settings(source={"format": "seaweedfs-filer"}, objects=routes)).source == "seaweedfs-filer"
     with pytest.raises(ValueError, match="format"):
         Settings(source={"format": "csv"})
+    with pytest.raises(ValueError, match="needs objects.routes"):
+        Settings(source={"format": "s3-events"})
+    with pytest.raises(ValueError, match="needs objects.buckets"):
+        Settings(source={"format": "seaweedfs-filer"}, objects={"routes": routes["routes"]})
+
+
+def test_sqs_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="sqs_queue_url is required"):
+        Settings(source={"kind": "sqs", "format": "s3-events"})
+    with pytest.raises(ValueError, match="set source.format = 's3-events'"):
+        Settings(source={"kind": "sqs", "sqs_queue_url": "https://sqs.us-east-1.amazonaws.com/1/q"})
