@@ -25,6 +25,7 @@ from ingester.sources.base import Message, Position, RevokeCallback
 log = logging.getLogger(__name__)
 DELETE_BATCH = 10
 """Entries per DeleteMessageBatch (the SQS limit)."""
+CONNECT_TIMEOUT_S = 10
 
 
 class SqsSource:
@@ -62,20 +63,37 @@ class SqsSource:
                 from aiobotocore.session import get_session
             except ImportError as exc:  # pragma: no cover - the extra is part of the test install
                 raise ImportError("the SQS source needs aiobotocore: pip install 'ingester[sqs]'") from exc
+            from aiobotocore.config import AioConfig
+
             options = {k: v for k, v in self._client_options.items() if v is not None}
-            self._client = await self._stack.enter_async_context(get_session().create_client("sqs", **options))
+            config = AioConfig(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=self._wait_s + CONNECT_TIMEOUT_S,
+                               retries={"max_attempts": 2, "mode": "standard"})  # the engine's policy retries on
+            self._client = await self._stack.enter_async_context(get_session().create_client("sqs", config=config, **options))
         return self._client
+
+    async def _request(self, what: str, name: str, **kwargs: Any) -> Any:
+        """One SQS call; network errors, throttling and 5xx become ``ConnectionError`` (transient)."""
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        client = await self._sqs()
+        try:
+            return await getattr(client, name)(QueueUrl=self.queue_url, **kwargs)
+        except (BotoConnectionError, HTTPClientError) as exc:
+            raise ConnectionError(f"SQS {what}: {exc}") from exc
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status >= 500 or "Throttl" in exc.response.get("Error", {}).get("Code", ""):
+                raise ConnectionError(f"SQS {what}: {exc}") from exc
+            raise
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         """One ReceiveMessage (long-polling ``wait_time_s``); ``[]`` at once while paused."""
         if self._paused:
             await anyio.sleep(min(timeout_s, 0.05))
             return []
-        client = await self._sqs()
-        reply = await client.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=min(self._max, max_records), WaitTimeSeconds=self._wait_s,
-            VisibilityTimeout=self._visibility_s,
-        )
+        reply = await self._request("receive", "receive_message", MaxNumberOfMessages=min(self._max, max_records),
+                                    WaitTimeSeconds=self._wait_s, VisibilityTimeout=self._visibility_s)
         out = []
         for m in reply.get("Messages", []):
             offset, self._next = self._next, self._next + 1
@@ -98,7 +116,7 @@ class SqsSource:
         done = sorted(o for o in self._receipts if o < below)
         for start in range(0, len(done), DELETE_BATCH):
             chunk = done[start:start + DELETE_BATCH]
-            reply = await self._client.delete_message_batch(QueueUrl=self.queue_url, Entries=[
+            reply = await self._request("delete", "delete_message_batch", Entries=[
                 {"Id": str(o), "ReceiptHandle": self._receipts[o]} for o in chunk
             ])
             for failed in reply.get("Failed", []):
@@ -113,8 +131,7 @@ class SqsSource:
 
     async def is_idle(self) -> bool:
         """True when the queue holds no visible message (SQS's approximate count)."""
-        client = await self._sqs()
-        reply = await client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+        reply = await self._request("count", "get_queue_attributes", AttributeNames=["ApproximateNumberOfMessages"])
         return int(reply.get("Attributes", {}).get("ApproximateNumberOfMessages", "0")) == 0
 
     def statistics(self) -> dict[str, int]:

@@ -14,6 +14,7 @@ import anyio
 import boto3
 import pytest
 
+from ingester.errors import is_transient
 from ingester.sources.sqs import SqsSource
 from ingester.testing.localstack import free_port
 from tests.integration.kafka_helpers import unique
@@ -119,3 +120,18 @@ def test_s3_notifications_over_sqs_land_once(moto_sqs: str, aws_env: None, seawe
     table.refresh()
     assert sorted(table.scan().to_arrow().column("id").to_pylist()) == expected
     assert len(table.metadata.snapshots) == snapshots and stats.duplicates == 1 and queue_counts(client, url) == (0, 0)
+
+
+def test_an_unreachable_queue_is_a_transient_error(aws_env: None) -> None:
+    """The engine's retry policy retries it (until shutdown), it does not stop the daemon."""
+    source = SqsSource("http://127.0.0.1:1/000000000000/q", endpoint_url=f"http://127.0.0.1:{free_port()}", region=REGION)
+
+    async def poll() -> None:
+        try:
+            await source.poll(10, 0.2)
+        finally:
+            await source.aclose()
+
+    with pytest.raises(ConnectionError, match="SQS receive") as caught:
+        anyio.run(poll)
+    assert is_transient(caught.value)
