@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pyarrow.parquet as pq
 import pytest
 
+from ingester.commit import LoadedBatch, SnapshotCommitter
 from ingester.deadletter import MemoryDeadLetters
 from ingester.decoding import ObjectEventDecoder, build_decoder
 from ingester.engine import Engine
@@ -128,3 +131,45 @@ def test_sqs_settings_are_checked() -> None:
         Settings(source={"kind": "sqs", "format": "s3-events"})
     with pytest.raises(ValueError, match="set source.format = 's3-events'"):
         Settings(source={"kind": "sqs", "sqs_queue_url": "https://sqs.us-east-1.amazonaws.com/1/q"})
+
+
+class GatedCommitter(SnapshotCommitter):
+    """Commits of table ``slow`` wait, and note what the source had acked meanwhile."""
+
+    source: MemorySource
+    seen: list[dict[str, int]]
+
+    def apply(self, loaded: LoadedBatch, extra_delete_keys: Any = None) -> Any:
+        if loaded.batch.table.name == "slow":
+            time.sleep(1.0)  # the other table's batch commits and is acked meanwhile, if it may be
+            self.seen.append(dict(self.source.committed))
+        return super().apply(loaded, extra_delete_keys)
+
+
+def test_a_message_is_acked_only_after_every_event_committed(tmp_path: Path) -> None:
+    fast = write_parquet(tmp_path / "in" / "fast", {"id": [1]})
+    slow = write_parquet(tmp_path / "in" / "slow", {"id": [2]})
+    later = write_parquet(tmp_path / "in" / "fast", {"id": [3]})
+    decoder = ObjectEventDecoder(listed, KeyRouter([ObjectRoute(pattern="**/in/{table}/*")]), "test")
+    source = MemorySource()
+    source.add([json.dumps([str(fast), str(slow)]).encode(), json.dumps([str(later)]).encode()])
+    settings = Settings(home=tmp_path / "home", storage={"allowed_prefixes": [str(tmp_path)]})
+    committer = build_committer(settings, source.group)
+    committer.__class__ = GatedCommitter
+    committer.source, committer.seen = source, []  # type: ignore[attr-defined]
+    engine = Engine(source, committer, MemoryDeadLetters(), limits=BatchLimits(1, 10**9, 10**12, 60.0),
+                    max_inflight_bytes=10**9, router=Router(RoutingSettings()), workers=1,  # fast's batches first
+                    retry=RetryPolicy(max_retries=1), poll_timeout_s=0.01, decoder=decoder)
+
+    async def until_acked() -> None:  # not exit_when_idle: that acks once, when all is drained
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(engine.run)
+            with anyio.fail_after(20):
+                while source.committed != {"p0": 2}:
+                    await anyio.sleep(0.05)
+            engine.stop()
+
+    anyio.run(until_acked)
+    assert committer.seen == [{}]  # ``fast`` (both of its files) was committed, yet nothing acked
+    assert len(committer.catalog.load_table(("default", "fast")).metadata.snapshots) == 2
+    assert source.committed == {"p0": 2}
