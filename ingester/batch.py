@@ -24,6 +24,9 @@ class Pending:
 
     event: FileEvent
     position: Position | None = None
+    shares_position: bool = False
+    """One of several events of one message: the offset markers cannot tell whether it was
+    committed (its event id does)."""
 
 
 @dataclass(frozen=True, slots=True)

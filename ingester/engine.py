@@ -35,7 +35,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ingester.batch import Batch, Pending, TableRef
 from ingester.commit.committer import CommitResult, SnapshotCommitter, commit_with_retries
 from ingester.deadletter import DeadLetter, DeadLetterSink
-from ingester.events import InvalidEvent, decode_event, encode_event
+from ingester.decoding import ALREADY_LOADED, Decoded, EnvelopeDecoder, MessageDecoder
+from ingester.events import InvalidEvent, encode_event
 from ingester.maintenance.schedule import MaintenanceSchedule
 from ingester.metrics import Heartbeat, Metrics, ReportsLag
 from ingester.retry import RetryPolicy
@@ -94,8 +95,10 @@ class Engine:
         maintenance: MaintenanceSchedule | None = None,
         commit_hook: CommitHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        decoder: MessageDecoder | None = None,
     ) -> None:
         self.source = source
+        self.decoder = decoder or EnvelopeDecoder()
         self.committer = committer
         self.deadletters = deadletters
         self.router = router
@@ -113,7 +116,7 @@ class Engine:
         self._revoke_timeout = revoke_timeout_s
         self._sends: list[MemoryObjectSendStream[Batch]] = []
         self._outbox: deque[Batch] = deque()
-        self._held: deque[tuple[Message, Pending | None, TableRef | None]] = deque()
+        self._held: deque[tuple[Message, Pending, TableRef]] = deque()
         self._stop = anyio.Event()
         self._stop_by = math.inf
         self._stop_within = math.inf
@@ -194,7 +197,7 @@ class Engine:
         return self.statistics()
 
     def _log_abandoned(self) -> None:
-        held = sum(1 for _, pending, _ in self._held if pending is not None)
+        held = len({m.position for m, _, _ in self._held})
         log.warning(
             "stop: abandoned after the shutdown timeout: %d admitted events (%d bytes) not committed and %d read but "
             "not admitted; none of them is acked, the queue delivers them again", self.tracker.pending() - held,
@@ -269,32 +272,49 @@ class Engine:
         revocations = self._revocations
         for m in messages:
             if self._revoked_at.get(m.position.partition, 0) <= revocations:
-                self._held.append((m, *await self._decode(m)))
+                self._held.extend((m, pending, table) for pending, table in await self._decode(m))
         if self._lag_of is not None:
             self.metrics.set_lag(self._lag_of())
         return len(messages)
 
-    async def _decode(self, m: Message) -> tuple[Pending | None, TableRef | None]:
-        """Track (in read order), decode and route; invalid messages go to the dead letters."""
-        self.tracker.track(m.position)
+    async def _decode(self, m: Message) -> list[tuple[Pending, TableRef]]:
+        """Track (in read order), decode and route; invalid messages, and objects no route takes,
+        go to the dead letters. The position is done once every event of the message is committed
+        (at once when it holds none)."""
+        where = f"{m.position.partition}@{m.position.offset}"
         try:
-            event = decode_event(m.payload)
-            table = self.router.route(event)
-        except InvalidEvent as exc:
-            reason = f"invalid event at {m.position.partition}@{m.position.offset}: {exc}"
-            await self._dead_letter(DeadLetter(reason, m.payload, m.position), kind="invalid_event")
+            decoded = self.decoder.decode(m)
+        except InvalidEvent as bad:
+            decoded = Decoded(unroutable=(bad,))
+        routed: list[tuple[Pending, TableRef]] = []
+        invalid = list(decoded.unroutable)
+        for event in decoded.events:
+            try:
+                routed.append((Pending(event, m.position, len(decoded.events) > 1), self.router.route(event)))
+            except InvalidEvent as exc:
+                invalid.append(exc)
+        self.tracker.track(m.position, max(1, len(routed)))
+        self._count_objects(decoded)
+        for problem in invalid:
+            await self._dead_letter(DeadLetter(f"invalid event at {where}: {problem}", m.payload, m.position), kind="invalid_event")
+        if not routed:
             self.tracker.done([m.position])
-            return None, None
-        return Pending(event, m.position), table
+        return routed
+
+    def _count_objects(self, decoded: Decoded) -> None:
+        source = self.decoder.source
+        if source is None:
+            return
+        if decoded.discovered:
+            self.metrics.objects_discovered.labels(source).inc(decoded.discovered)
+        for reason, n in decoded.skipped.items():
+            self.metrics.objects_skipped.labels(source, reason).inc(n)
 
     async def _admit_held(self) -> None:
         """Admit held events while the budget allows, into their windows; metrics once per call."""
         admitted: dict[TableRef, int] = {}
         while self._held:
             _, pending, table = self._held[0]
-            if pending is None or table is None:
-                self._held.popleft()
-                continue
             if not self.budget.try_acquire(pending.event.byte_size):
                 break
             self._held.popleft()
@@ -402,6 +422,9 @@ class Engine:
 
     def _record(self, batch: Batch, result: CommitResult, seconds: float) -> None:
         name = str(batch.table)
+        if (source := self.decoder.source) is not None:
+            self.metrics.objects_skipped.labels(source, ALREADY_LOADED).inc(result.duplicates)
+            self.metrics.objects_loaded.labels(source).inc(len(batch.items) - result.duplicates - len(result.rejected))
         self._counts["duplicates"] += result.duplicates
         self.metrics.duplicates.labels(name).inc(result.duplicates)
         self.metrics.last_commit.labels(name).set_to_current_time()

@@ -49,6 +49,14 @@ class Metrics:
             "ingester_last_admitted_timestamp_seconds", "When the table last admitted an event (Unix time)",
             ["table"], registry=r,
         )
+        self.objects_discovered = Counter(
+            "ingester_objects_discovered", "Finished objects announced or listed", ["source"], registry=r
+        )
+        self.objects_skipped = Counter(
+            "ingester_objects_skipped", "Objects not loaded: already loaded, not a finished object, other bucket, "
+            "not a data file", ["source", "reason"], registry=r,
+        )
+        self.objects_loaded = Counter("ingester_objects_loaded", "Objects committed to a table", ["source"], registry=r)
         self.ready = Gauge("ingester_ready", "1 while the daemon consumes (what /readyz answers)", registry=r)
         for kind in DEAD_LETTER_KINDS:
             self.dead_letters.labels(kind)

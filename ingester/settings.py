@@ -90,9 +90,14 @@ class CatalogSettings(_Section):
 
 
 class SourceSettings(_Section):
-    """Where file events come from: the embedded spool (default) or Kafka."""
+    """Where file events come from: the embedded spool (default), Kafka, or an SQS queue of S3 notifications."""
 
-    kind: Literal["spool", "kafka"] = "spool"
+    kind: Literal["spool", "kafka", "sqs"] = "spool"
+    format: Literal["ingester", "s3-events", "seaweedfs-filer"] = Field(
+        "ingester",
+        description="what a message holds: our event envelope, S3-format object notifications (S3 via SQS/SNS/EventBridge, "
+        "MinIO, Ceph), or SeaweedFS filer events; objects are routed by objects.routes",
+    )
     spool_path: Path | None = Field(None, description="SQLite queue file; default <home>/queue.db")
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: list[str] = Field(default_factory=lambda: [DEFAULT_TOPIC])
@@ -105,6 +110,23 @@ class SourceSettings(_Section):
         20.0, gt=0, le=50, description="how long a member losing partitions commits before the group goes on"
     )
     kafka_options: dict[str, Any] = Field(default_factory=dict, description="raw aiokafka options")
+    sqs_queue_url: str | None = Field(None, description="SQS queue of S3 notifications (kind sqs; AWS credentials from the usual chain)")
+    sqs_endpoint: str | None = Field(None, description="SQS endpoint (default: AWS's, from the queue's region)")
+    sqs_region: str | None = Field(None, description="SQS region (default: the AWS chain's)")
+    sqs_wait_time_s: int = Field(1, ge=0, le=20, description="long-poll wait of a receive that finds nothing")
+    sqs_visibility_timeout_s: int = Field(
+        300, ge=1, le=43_200, description="a received message not deleted by then is delivered again: above the commit time"
+    )
+    sqs_max_messages: int = Field(10, ge=1, le=10, description="messages per receive (SQS allows 10)")
+
+    @model_validator(mode="after")
+    def _sqs(self) -> SourceSettings:
+        if self.kind == "sqs" and not self.sqs_queue_url:
+            raise ValueError("source.sqs_queue_url is required for source.kind = 'sqs' (INGESTER_SOURCE__SQS_QUEUE_URL)")
+        if self.kind == "sqs" and self.format != "s3-events":
+            raise ValueError("source.kind = 'sqs' carries S3 notifications: set source.format = 's3-events' (SQS positions "
+                             "do not outlive a restart, so only events with an object identity are deduplicated)")
+        return self
 
     @field_serializer("kafka_options")
     def _masked_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -259,6 +281,11 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.catalog.type == "rest" and not self.catalog.uri:
             raise ValueError("catalog.uri is required for a REST catalog (INGESTER_CATALOG__URI)")
+        if self.source.format != "ingester" and not self.objects.routes:
+            raise ValueError(f"source.format = {self.source.format!r} needs objects.routes (key pattern -> table)")
+        if self.source.format == "seaweedfs-filer" and not self.objects.buckets:
+            raise ValueError("source.format = 'seaweedfs-filer' needs objects.buckets: the filer announces every bucket's "
+                             "files, the Iceberg tables' own too")
         return self
 
     @classmethod

@@ -18,6 +18,7 @@ from ingester.allocator import use_daemon_pool
 from ingester.catalog import open_catalog
 from ingester.commit.committer import SnapshotCommitter
 from ingester.commit.options import WriteOptions
+from ingester.decoding import build_decoder
 from ingester.deadletter import DeadLetterSink, FolderDeadLetters, KafkaDeadLetters
 from ingester.engine import CommitHook, Engine
 from ingester.iceberg_layer.ledger import Ledger
@@ -65,6 +66,10 @@ def build_source(settings: Settings) -> Source:
         from ingester.sources.kafka import KafkaSource
 
         return KafkaSource.from_settings(settings.source)
+    if settings.source.kind == "sqs":
+        from ingester.sources.sqs import SqsSource
+
+        return SqsSource.from_settings(settings.source)
     return SpoolSource(SpoolQueue(settings.spool_file))
 
 
@@ -74,6 +79,8 @@ def build_queue(settings: Settings) -> EventQueue:
         from ingester.sources.kafka import KafkaEventQueue
 
         return KafkaEventQueue.from_settings(settings.source)
+    if settings.source.kind == "sqs":
+        raise ValueError("source.kind = 'sqs' is fed by the object store's notifications: there is nothing to publish to")
     return SpoolQueue(settings.spool_file)
 
 
@@ -140,4 +147,5 @@ def build_engine(settings: Settings, source: Source | None = None, metrics: Metr
         metrics=metrics,
         maintenance=build_maintenance(settings, committer.catalog, committer.ledger) if settings.maintenance.enabled else None,
         commit_hook=crash_hook(spec) if (spec := os.environ.get(CRASH_ENV)) else None,
+        decoder=build_decoder(settings),
     )

@@ -392,9 +392,10 @@ def replay_deadletters(
         raise typer.Exit(EXIT_BAD_CONFIG) from None
     chosen = [letter for letter in letters if reason is None or reason in letter.reason]
     if chosen and not dry_run:
-        queue = build_queue(settings)
-        try:
-            queue.put_many([letter.payload for letter in chosen], [(letter.table or "").encode() for letter in chosen])
-        finally:
-            queue.close()
+        with _fails_cleanly():
+            queue = build_queue(settings)
+            try:
+                queue.put_many([letter.payload for letter in chosen], [(letter.table or "").encode() for letter in chosen])
+            finally:
+                queue.close()
     typer.echo(f"{'would replay' if dry_run else 'replayed'} {len(chosen)} of {len(letters)} dead letters")

@@ -273,7 +273,9 @@ class SnapshotCommitter:
 
     def _behind_offsets(self, f: SourceFile, state: mk.TableMarkers) -> bool:
         pos = f.item.position
-        return pos is not None and self.group is not None and state.committed_offset(self.group, pos.partition) >= pos.offset
+        if pos is None or self.group is None or f.item.shares_position:
+            return False
+        return state.committed_offset(self.group, pos.partition) >= pos.offset
 
     def _record(self, table: Table, snapshot_id: int, files: Sequence[SourceFile]) -> None:
         """Write the commit to the table's ledger, if any. Never raises: the data is committed, and

@@ -21,6 +21,8 @@ class Position:
 class Message:
     payload: bytes
     position: Position
+    key: bytes | None = None
+    """The queue's message key where it has one (Kafka: SeaweedFS filer events name the path there)."""
 
 
 RevokeCallback = Callable[[Collection[str]], Awaitable[None]]
@@ -34,8 +36,11 @@ class Source(Protocol):
     message after the last committed offset of its partition is delivered again.
     """
 
-    group: str
-    """Name of the consumer group; offsets in snapshot markers are kept per group."""
+    @property
+    def group(self) -> str | None:
+        """Name of the consumer group; offsets in snapshot markers are kept per group. ``None``
+        for a queue whose positions do not outlive the process (SQS): no offset markers, its
+        events are deduplicated by their event ids."""
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         """Next messages in partition order; ``[]`` after ``timeout_s`` or while paused."""
@@ -70,7 +75,8 @@ class OffsetTracker:
 
     Offsets are tracked in the order they are read; ``committable`` gives, per
     partition, the offset below which everything is done. Each offset costs O(1) to track and
-    to mark done, however many are in flight.
+    to mark done, however many are in flight. A message holding several events is tracked with
+    their count: its offset is done when ``done`` was told it that many times.
     """
 
     def __init__(self) -> None:
@@ -78,15 +84,26 @@ class OffsetTracker:
         self._done: dict[str, set[int]] = {}
         self._next: dict[str, int] = {}
         self._acked: dict[str, int] = {}
+        self._waiting: dict[Position, int] = {}
+        """Positions of several events: how many of them are not done yet, beyond the last one."""
         self._pending = 0
 
-    def track(self, position: Position) -> None:
+    def track(self, position: Position, events: int = 1) -> None:
+        """``events`` (at least 1) events come from the message at ``position``."""
         self._order.setdefault(position.partition, deque()).append(position.offset)
         self._done.setdefault(position.partition, set())
+        if events > 1:
+            self._waiting[position] = events - 1
         self._pending += 1
 
     def done(self, positions: Collection[Position]) -> None:
         for p in positions:
+            if (left := self._waiting.get(p)) is not None:
+                if left > 1:
+                    self._waiting[p] = left - 1
+                else:
+                    del self._waiting[p]
+                continue
             self._done.setdefault(p.partition, set()).add(p.offset)
         for partition in {p.partition for p in positions}:
             order, done = self._order.get(partition, deque()), self._done[partition]
@@ -111,3 +128,4 @@ class OffsetTracker:
             self._pending -= len(self._order.get(p, ()))
             for d in (self._order, self._done, self._next, self._acked):
                 d.pop(p, None)
+        self._waiting = {pos: n for pos, n in self._waiting.items() if pos.partition not in partitions}

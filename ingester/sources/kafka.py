@@ -189,7 +189,7 @@ class KafkaSource:
         consumer = await self._started()
         fetched = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         messages = [
-            Message(record.value or b"", Position(partition_name(tp), record.offset))
+            Message(record.value or b"", Position(partition_name(tp), record.offset), record.key)
             for tp, records in fetched.items()
             for record in records
         ]

@@ -188,8 +188,12 @@ class SeaweedServer:
     @classmethod
     def start(cls, data_dir: Path, *, buckets: Sequence[str] = ("warehouse",),
               ports: Mapping[str, int] | None = None, timeout: float = 60.0,
-              attached: bool = True) -> SeaweedServer:
+              attached: bool = True, notify_kafka: tuple[str, str] | None = None) -> SeaweedServer:
         """Start ``weed mini`` on ``data_dir`` (created; reused data survives) and wait until ready.
+
+        ``notify_kafka=(bootstrap_servers, topic)``: the filer publishes its events
+        (``filer_pb.EventNotification``) to that topic; the broker must be up (weed exits if it
+        cannot reach it). Written as ``notification.toml`` in ``data_dir``, weed's working folder.
 
         Ready means: ``GET /v1/config`` answers, the table bucket lists namespaces over OAuth2,
         and every plain S3 bucket in ``buckets`` exists. Raises RuntimeError (with the log tail)
@@ -207,6 +211,11 @@ class SeaweedServer:
         cmd += [f"-{flag}={ports[name]}" for name, flag in SEAWEED_PORTS.items()]
         cmd += [f"-bucket={','.join(buckets)}"] if buckets else []
         log_path = data_dir / "weed.log"
+        if notify_kafka is not None:
+            hosts, topic = notify_kafka
+            (data_dir / "notification.toml").write_text(
+                f"[notification.kafka]\nenabled = true\nhosts = {json.dumps(hosts.split(','))}\ntopic = {json.dumps(topic)}\n"
+            )
         started = time.monotonic()
         proc = _spawn(cmd, {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}, log_path, attached)
         server = cls(data_dir, ports, proc.pid, proc)

@@ -32,7 +32,7 @@ from tests.support import event_for, write_parquet
 
 class Record:
     def __init__(self, offset: int, value: bytes | None) -> None:
-        self.offset, self.value = offset, value
+        self.offset, self.value, self.key = offset, value, None
 
 
 class FakeConsumer:
