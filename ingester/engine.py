@@ -278,6 +278,8 @@ class Engine:
         """Track (in read order), decode and route; invalid messages go to the dead letters."""
         self.tracker.track(m.position)
         try:
+            if m.invalid is not None:
+                raise InvalidEvent(m.invalid)
             event = decode_event(m.payload)
             table = self.router.route(event)
         except InvalidEvent as exc:

@@ -21,6 +21,9 @@ class Position:
 class Message:
     payload: bytes
     position: Position
+    invalid: str | None = None
+    """Set by a source that knows the message cannot become an event (a listed object that no
+    route matches): the engine dead-letters it with this reason."""
 
 
 RevokeCallback = Callable[[Collection[str]], Awaitable[None]]
