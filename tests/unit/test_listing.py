@@ -5,8 +5,10 @@ the metrics, and the merged source."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +200,34 @@ def test_merged_source_acks_each_partition_to_its_own_source() -> None:
     anyio.run(go)
     with pytest.raises(ValueError, match="share one consumer group"):
         MergedSource([MemorySource("g"), MemorySource("h")])
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """Commands replace the root handlers (stderr of the CliRunner): put the old ones back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+def test_backfill_command_loads_once_and_says_what_it_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root_logging: None
+) -> None:
+    from typer.testing import CliRunner
+
+    from ingester.cli.commands import app
+
+    drop = drop_files(tmp_path)
+    monkeypatch.setenv("INGESTER_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    first = runner.invoke(app, ["backfill", str(drop), "--route", ROUTE])
+    assert first.exit_code == 0, first.output
+    assert ("backfill: 6 files loaded (12 rows in 2 snapshots), 0 skipped as already loaded, 1 dead-lettered "
+            "(1 unroutable, 0 unreadable or refused), 1 skipped by their route's suffixes") in first.output
+    again = runner.invoke(app, ["backfill", str(drop), "--route", ROUTE])
+    assert "backfill: 0 files loaded (0 rows in 0 snapshots), 6 skipped as already loaded" in again.output
+    no_route = runner.invoke(app, ["backfill", str(drop)])
+    assert no_route.exit_code == 2 and "no route: give --route PATTERN" in no_route.output
+    bad = runner.invoke(app, ["backfill", str(drop), "--route", "x/**"])
+    assert bad.exit_code == 2 and "needs {table} in the pattern or a fixed 'table'" in bad.output
