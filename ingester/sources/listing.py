@@ -10,8 +10,10 @@ Objects acked by this process are remembered too (16 bytes each, ``EventIds``), 
 aside (a bad parquet) is not tried again each round; a restart tries it once more.
 
 Positions: one partition per prefix, ``listing/<prefix>``; offsets are nanoseconds since the
-epoch when the object was handed on (one apart at least), so they grow across restarts and the
-committer's offset markers never mistake a new object for a replayed one. ``commit`` only frees
+epoch when the object was handed on, at least one above the last one and above what the routed
+table's offset markers hold for the partition (a clock set back), so the committer's offset
+markers never mistake a new object for a replayed one. One listing daemon per prefix: two
+would both load a file the other has in flight (the event ids keep it once per table). ``commit`` only frees
 in-flight slots: at most ``max_inflight_files`` are handed on and not acked at once. An object no
 route matches is handed on as a message the engine dead-letters with the reason, once per
 process. ``is_idle``: a finished round found nothing new, and nothing is in flight (or, with
@@ -35,7 +37,7 @@ from ingester.batch import TableRef
 from ingester.event_ids import EventIds
 from ingester.events import FileEvent, InvalidEvent, encode_event
 from ingester.iceberg_layer.ledger import Ledger
-from ingester.iceberg_layer.markers import MarkerCache
+from ingester.iceberg_layer.markers import MarkerCache, TableMarkers
 from ingester.metrics import SKIP_REASONS, Metrics
 from ingester.object_keys import KeyRouter, ObjectRef
 from ingester.routing import Router
@@ -50,29 +52,35 @@ IDLE_SLEEP_S = 0.05
 
 
 class CommittedIds:
-    """The event ids committed to each table (snapshot markers + ledger), read once per round.
-    Blocking (catalog calls)."""
+    """What each table holds (snapshot markers + ledger), read once per round. Blocking (catalog calls)."""
 
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
         self._markers = MarkerCache(Ledger(catalog).history)
-        self._fresh: dict[TableRef, EventIds | None] = {}
+        self._fresh: dict[TableRef, TableMarkers | None] = {}
 
     def new_round(self) -> None:
         self._fresh.clear()
 
     def known(self, table: TableRef, event_ids: Iterable[str]) -> set[str]:
-        if table not in self._fresh:
-            self._fresh[table] = self._read(table)
-        ids = self._fresh[table]
-        return ids.known(event_ids) if ids is not None else set()
+        """The ones of ``event_ids`` committed to ``table``."""
+        markers = self._read(table)
+        return markers.event_ids.known(event_ids) if markers is not None else set()
 
-    def _read(self, table: TableRef) -> EventIds | None:
-        try:
-            loaded = self._catalog.load_table((table.namespace, table.name))
-        except (NoSuchTableError, NoSuchNamespaceError):
-            return None
-        return self._markers.read(str(table), loaded).event_ids
+    def offset(self, table: TableRef, group: str, partition: str) -> int:
+        """The offset of ``partition`` the table's markers hold for ``group`` (-1: none)."""
+        markers = self._read(table)
+        return markers.committed_offset(group, partition) if markers is not None else -1
+
+    def _read(self, table: TableRef) -> TableMarkers | None:
+        if table not in self._fresh:
+            try:
+                loaded = self._catalog.load_table((table.namespace, table.name))
+            except (NoSuchTableError, NoSuchNamespaceError):
+                self._fresh[table] = None
+            else:
+                self._fresh[table] = self._markers.read(str(table), loaded)
+        return self._fresh[table]
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +265,8 @@ class ListingSource:
                 else:
                     candidates.setdefault(found[0], []).append(found[1])
         if candidates:
-            loaded = await anyio.to_thread.run_sync(self._loaded, candidates, abandon_on_cancel=True)
+            loaded, behind = await anyio.to_thread.run_sync(self._loaded, partition, candidates, abandon_on_cancel=True)
+            self._last_offset = max(self._last_offset, behind)
             for items in candidates.values():
                 new = [f for f in items if f.event_id not in loaded]
                 skipped["already_loaded"] += len(items) - len(new)
@@ -280,11 +289,15 @@ class ListingSource:
             self._metrics.objects_skipped.labels(SOURCE_LABEL, "unroutable").inc()
             return _Found(partition, listed, None, str(exc))
 
-    def _loaded(self, candidates: Mapping[TableRef, list[_Found]]) -> set[str]:
+    def _loaded(self, partition: str, candidates: Mapping[TableRef, list[_Found]]) -> tuple[set[str], int]:
+        """The candidates already committed, and the highest offset of ``partition`` the tables'
+        markers hold (new offsets go above it whatever the clock says)."""
         loaded: set[str] = set()
+        behind = -1
         for table, items in candidates.items():
             loaded |= self._committed.known(table, (f.event_id for f in items))
-        return loaded
+            behind = max(behind, self._committed.offset(table, self.group, partition))
+        return loaded, behind
 
     def _hand_on(self, found: _Found) -> Message:
         self._last_offset = max(self._last_offset + 1, time.time_ns())

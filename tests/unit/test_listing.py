@@ -94,6 +94,18 @@ def test_a_new_process_skips_what_the_table_holds_and_loads_only_the_new_file(tm
     assert sample(metrics, "ingester_objects_skipped_total", reason="already_loaded") == 6
 
 
+def test_a_clock_set_back_after_a_restart_does_not_make_a_new_file_look_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop = drop_files(tmp_path, per_table=1)
+    settings = listing_settings(tmp_path, drop)
+    run(settings)
+    write_parquet(drop / "orders", {"id": pa.array([7, 8], pa.int64())}, "late.parquet")
+    monkeypatch.setattr("ingester.sources.listing.time.time_ns", lambda: 1_000)  # before every committed offset
+    stats, _ = run(settings)
+    assert (stats.events, stats.rows, stats.duplicates) == (1, 2, 0)
+
+
 def test_a_file_written_again_with_other_content_loads_again(tmp_path: Path) -> None:
     drop = drop_files(tmp_path, per_table=1)
     settings = listing_settings(tmp_path, drop)
