@@ -35,6 +35,7 @@ from ingester.metrics import Metrics
 from ingester.object_keys import ObjectRef
 from ingester.settings import Settings, SourceSettings
 from ingester.sources.kafka import KafkaEventQueue, producer_options
+from ingester.sources.listers import ListingFailed, StoreLister
 from ingester.sources.listing import ListingSource
 from ingester.sources.merged import MergedSource
 from ingester.wiring import build_engine, build_maintenance
@@ -234,3 +235,25 @@ def test_kill_9_mid_backfill_of_1000_files_then_a_restart_loads_every_file_exact
     assert f"{len(before)} skipped as already loaded" in done.stdout
     ids, duck = file_ids(cat, settings, ns, "events")
     assert ids == list(range(files)) and duck == [(files, files)]
+
+
+def test_s3_listing_pages_with_etags_shows_a_multipart_upload_once_finished_and_names_a_missing_bucket(
+    seaweed: Any, landing: Any
+) -> None:
+    ns = f"p{uuid.uuid4().hex[:8]}"
+    refs = [put_file(landing, f"{ns}/events/f{i}.parquet", [i]) for i in range(5)]
+    key = f"{ns}/events/big.parquet"
+    upload = landing.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    parts = [landing.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=n, Body=bytes([n]) * (5 * 1024 * 1024))
+             for n in (1, 2)]
+    lister = StoreLister(seaweed.s3_client, page_objects=2)
+    pages = list(lister.pages(f"s3://{BUCKET}/{ns}/"))
+    assert [len(p) for p in pages] == [2, 2, 1]  # the unfinished upload's parts are not objects
+    assert [o.ref for p in pages for o in p] == refs  # location, size and etag: the same identity as at PUT
+    landing.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={
+        "Parts": [{"ETag": p["ETag"], "PartNumber": n} for n, p in zip((1, 2), parts)]})
+    listed = [o.ref for p in lister.pages(f"s3://{BUCKET}/{ns}/") for o in p]
+    big = [r for r in listed if r.location.endswith("big.parquet")]
+    assert len(listed) == 6 and len(big) == 1 and big[0].size == 10 * 1024 * 1024
+    with pytest.raises(ListingFailed, match="cannot list s3://no-such-bucket-x/a/: NoSuchBucket"):
+        list(lister.pages("s3://no-such-bucket-x/a/"))
