@@ -356,9 +356,18 @@ def case_long_stream(args: argparse.Namespace) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb()}
 
 
+def case_publish_small(args: argparse.Namespace) -> dict[str, Any]:
+    """The small files' events on the spool of ``--home`` (for a timed ``ingester run`` after)."""
+    files = data.write_small_files(Path(args.data), args.files, args.rows_per_file)
+    settings = settings_for(Path(args.home), files[0].parent)
+    started = time.perf_counter()
+    publish_events(settings, file_events(files))
+    return {"files": len(files), "seconds": time.perf_counter() - started}
+
+
 CASES = {"daemon": case_daemon, "pyiceberg_append": case_pyiceberg_append, "latency": case_latency,
          "pyiceberg_upsert": case_pyiceberg_upsert, "small_files": case_small_files, "add_files": case_add_files,
-         "append_per_file": case_append_per_file, "long_stream": case_long_stream}
+         "append_per_file": case_append_per_file, "long_stream": case_long_stream, "publish_small": case_publish_small}
 
 
 def main() -> None:
@@ -382,6 +391,7 @@ def main() -> None:
     p.add_argument("--segment", type=int, default=1_000, help="long_stream: commits per measured segment")
     p.add_argument("--prefix", default=None, help="small_files on Kafka: where the files' copies are (s3://...)")
     p.add_argument("--catalog-json", default=None, help="small_files on Kafka: Settings.catalog as JSON")
+    p.add_argument("--home", default=None, help="publish_small: INGESTER_HOME whose spool gets the events")
     args = p.parse_args()
     print(json.dumps(CASES[args.case](args)))
 

@@ -9,6 +9,7 @@ variant of the small-files cases; ``--quick`` keeps 2,000 files and 3,000 commit
     python3 dev.py bench --small-files   # 2,000 / 20,000 files of 500 rows over 1 / 4 / 100 tables
     python3 dev.py bench --long-stream   # 10,000 commits to one table, cost per 1,000
     python3 dev.py bench --cold          # whole dlt pipeline processes, 10k and 1M rows
+    python3 dev.py bench --backfill      # ingester backfill of 10,000 small files vs the same as events
 
 dlt-iceberg 0.6.4 runs in its own venv, the one the parity suite uses
 (``tests/parity/reference_venv.py``: made on first use, cached under ``~/.cache/ingester/``).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -77,7 +79,9 @@ def timed_process(cmd: list[str], env: dict[str, str] | None = None) -> Row:
         if proc.returncode:
             raise SystemExit(f"process failed: {' '.join(cmd)}\n{err.read().decode()[-3000:]}")
         lines = out.read().decode().strip().splitlines()
-    row = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+        errors = err.read().decode().strip().splitlines()
+    row = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {"last_line": lines[-1] if lines else ""}
+    row["stderr"] = errors[-20:]
     return {**row, "seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
@@ -224,6 +228,56 @@ def small_files_table(args: argparse.Namespace, data_dir: Path) -> list[list[str
     return table
 
 
+BACKFILL_SUMMARY = re.compile(r"backfill: (\d+) files loaded \((\d+) rows in (\d+) snapshots\), (\d+) skipped")
+RUN_SUMMARY = re.compile(r"stopped: (\d+) events, (\d+) rows, (\d+) snapshots")
+
+
+def backfill_table(args: argparse.Namespace, data_dir: Path) -> list[list[str]]:
+    """``ingester backfill`` of a local folder of small files (whole process), side by side with
+    the same files published as events to the spool and drained by ``ingester run --exit-when-idle``
+    (whole process; the publishing is timed apart), on default settings; then the same backfill
+    again, every file already loaded (the listing and ledger look-up cost)."""
+    import data
+
+    n = args.backfill_files or (2_000 if args.quick else 10_000)
+    folder = data.write_small_files(data_dir, n, SMALL_ROWS)[0].parent
+    cmd = ingester_command()
+    backfill = [cmd, "backfill", str(folder), "--route", "**", "--table", "events"]
+
+    def listed() -> Row:
+        env = {**os.environ, "INGESTER_HOME": tempfile.mkdtemp(prefix="bench-backfill-"), "INGESTER_LOG_LEVEL": "WARNING"}
+        first, again = timed_process(backfill, env), timed_process(backfill, env)
+        for r in (first, again):
+            m = BACKFILL_SUMMARY.search(r["last_line"])
+            if m is None:
+                raise SystemExit(f"no backfill summary: {r['last_line']!r}")
+            r.update(loaded=int(m[1]), rows=int(m[2]), snapshots=int(m[3]), skipped=int(m[4]), files=n)
+        return {**first, "again": again}
+
+    def published() -> Row:
+        home = tempfile.mkdtemp(prefix="bench-events-")
+        publish = case("publish_small", "--data", str(data_dir), "--files", str(n), "--rows-per-file", str(SMALL_ROWS),
+                       "--home", home)
+        env = {**os.environ, "INGESTER_HOME": home, "INGESTER_STORAGE__ALLOWED_PREFIXES": json.dumps([folder.as_uri()])}
+        r = timed_process([cmd, "run", "--exit-when-idle"], env)
+        m = next((m for line in r["stderr"] if (m := RUN_SUMMARY.search(line))), None)
+        if m is None:
+            raise SystemExit(f"no run summary: {r['stderr'][-3:]!r}")
+        return {**r, "files": int(m[1]), "rows": int(m[2]), "snapshots": int(m[3]), "publish_s": publish["seconds"]}
+
+    got = interleaved(args.repeat, {"backfill": listed, "events": published})
+    b, e = got["backfill"], got["events"]
+    name = f"{n:,} files, local folder"
+    table = [SMALL_HEADER, startup_line()]
+    assert b["loaded"] == n and b["again"]["skipped"] == n and b["again"]["loaded"] == 0, b
+    table.append(small_line(name, "ingester backfill", b, f"{files_per_s(b) / files_per_s(e):.2f}x events"))
+    table.append(small_line(name, "publish + ingester run --exit-when-idle", e,
+                            f"run alone; publishing took {e['publish_s']:.1f}s more"))
+    table.append(small_line(name, "ingester backfill again (all loaded)", {**b["again"], "files": n},
+                            f"{files_per_s(b['again']) / files_per_s(b):.1f}x the first backfill"))
+    return table
+
+
 def long_stream_table(args: argparse.Namespace, data_dir: Path) -> list[list[str]]:
     """One commit per tiny file to one table; the cost of each segment of commits."""
     import data
@@ -286,6 +340,8 @@ def main() -> None:
     p.add_argument("--long-commits", type=int, default=0, help="long stream: commits (default 10,000; --quick 3,000)")
     p.add_argument("--segment", type=int, default=1_000, help="long stream: commits per measured segment")
     p.add_argument("--cold", action="store_true", help="run the cold-process dlt section")
+    p.add_argument("--backfill", action="store_true", help="run the backfill section (listing vs published events)")
+    p.add_argument("--backfill-files", type=int, default=0, help="backfill: small files (default 10,000; --quick 2,000)")
     args = p.parse_args()
     m = 1_000_000
     sizes = {"append": [m, 5 * m], "merge_base": m, "merge": 200_000, "memory": [m, 10 * m] if args.quick else [m, 10 * m, 50 * m]}
@@ -296,8 +352,9 @@ def main() -> None:
     header = ["case", "impl", "rows", "seconds", "rows/s", "MB/s", "snapshots", "data files", "peak RSS MB", "ratio", "target"]
     table: list[list[str]] = [header]
     d = ["--data", str(data)]
-    if args.small_files or args.long_stream or args.cold:
+    if args.small_files or args.long_stream or args.cold or args.backfill:
         sections = [(args.small_files, "small files", lambda: small_files_table(args, data)),
+                    (args.backfill, "backfill", lambda: backfill_table(args, data)),
                     (args.long_stream, "long stream", lambda: long_stream_table(args, data)),
                     (args.cold, "cold process", lambda: cold_table(args, work))]
         for wanted, title, build in sections:

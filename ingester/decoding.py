@@ -19,6 +19,7 @@ from ingester.object_events import decode_filer_event, decode_s3_notification
 from ingester.object_keys import KeyRouter, ObjectRef, Unroutable
 from ingester.settings import Settings
 from ingester.sources.base import Message
+from ingester.sources.listing import PARTITION_PREFIX as LISTING_PARTITIONS
 
 NOT_FINISHED = "not_finished"
 """A message announcing no finished object: a removal, a test event, a folder, a multipart part."""
@@ -97,9 +98,25 @@ FORMATS: dict[str, ObjectCodec] = {
 }
 
 
+class WithListing:
+    """A notification source merged with a listing (``objects.relist_interval_s``): the
+    listing's messages (its partitions ``listing/<prefix>``) are envelopes, the others notifications."""
+
+    def __init__(self, notifications: ObjectEventDecoder) -> None:
+        self.source = notifications.source
+        self._notifications = notifications
+        self._envelopes = EnvelopeDecoder()
+
+    def decode(self, message: Message) -> Decoded:
+        if message.position.partition.startswith(LISTING_PARTITIONS):
+            return self._envelopes.decode(message)
+        return self._notifications.decode(message)
+
+
 def build_decoder(settings: Settings) -> MessageDecoder:
     """The decoder of ``source.format``, routing objects by ``objects.routes``."""
     fmt = settings.source.format
-    if fmt == "ingester":
+    if fmt == "ingester" or settings.source.kind == "listing":
         return EnvelopeDecoder()
-    return ObjectEventDecoder(FORMATS[fmt], KeyRouter(settings.objects.routes, settings.objects.buckets), fmt)
+    notifications = ObjectEventDecoder(FORMATS[fmt], KeyRouter(settings.objects.routes, settings.objects.buckets), fmt)
+    return WithListing(notifications) if settings.objects.relist_interval_s else notifications

@@ -283,6 +283,8 @@ class Engine:
         (at once when it holds none)."""
         where = f"{m.position.partition}@{m.position.offset}"
         try:
+            if m.invalid is not None:  # a listed object no route takes
+                raise InvalidEvent(m.invalid)
             decoded = self.decoder.decode(m)
         except InvalidEvent as bad:
             decoded = Decoded(unroutable=(bad,))

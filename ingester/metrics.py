@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 
 DEAD_LETTER_KINDS = ("invalid_event", "rejected_file")
 """Created at 0, so that the first dead letter of a kind is an increase an alert can see."""
+SKIP_REASONS = ("already_loaded", "in_flight", "unroutable", "suffix", "unwatched")
+"""Why a listed object is not handed on (``ingester_objects_skipped_total{reason}``)."""
 
 
 class Metrics:
@@ -50,14 +52,27 @@ class Metrics:
             ["table"], registry=r,
         )
         self.objects_discovered = Counter(
-            "ingester_objects_discovered", "Finished objects announced or listed", ["source"], registry=r
+            "ingester_objects_discovered", "Finished objects announced, or listed and not loaded yet (once per process)", ["source"], registry=r
         )
         self.objects_skipped = Counter(
-            "ingester_objects_skipped", "Objects not loaded: already loaded, not a finished object, other bucket, "
-            "not a data file", ["source", "reason"], registry=r,
+            "ingester_objects_skipped", "Objects not loaded: already loaded, in flight, not a finished object, other bucket, "
+            "not a data file, unroutable (listings count each round)", ["source", "reason"], registry=r,
         )
         self.objects_loaded = Counter("ingester_objects_loaded", "Objects committed to a table", ["source"], registry=r)
         self.ready = Gauge("ingester_ready", "1 while the daemon consumes (what /readyz answers)", registry=r)
+        self.listing_seconds = Histogram(
+            "ingester_listing_duration_seconds", "Listing + ledger look-ups of one round (waits for room excluded)",
+            ["source"], registry=r, buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+        )
+        self.listing_last_round = Gauge(
+            "ingester_listing_last_round_timestamp_seconds", "When the last listing round finished (Unix time)",
+            ["source"], registry=r,
+        )
+        self.oldest_unloaded_age = Gauge(
+            "ingester_objects_oldest_unloaded_age_seconds",
+            "Age (by its mtime) of the oldest object discovered and not committed yet; 0 when none", ["source"],
+            registry=r,
+        )
         for kind in DEAD_LETTER_KINDS:
             self.dead_letters.labels(kind)
         self._lag_partitions: set[str] = set()

@@ -34,6 +34,8 @@ DEFAULT_MAX_SNAPSHOTS = 500
 DEFAULT_TARGET_FILE_SIZE_BYTES = 128 * 1024 * 1024
 DEFAULT_MIN_INPUT_FILES = 5
 DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
+DEFAULT_LISTING_INTERVAL_S = 60.0
+DEFAULT_MAX_INFLIGHT_FILES = 1_000
 CONFIG_ENV = "INGESTER_CONFIG"
 MASK = "**********"
 SECRET_OPTION = re.compile(r"pass|secret|token|credential|private|oauth", re.IGNORECASE)
@@ -90,9 +92,10 @@ class CatalogSettings(_Section):
 
 
 class SourceSettings(_Section):
-    """Where file events come from: the embedded spool (default), Kafka, or an SQS queue of S3 notifications."""
+    """Where file events come from: the embedded spool (default), Kafka, an SQS queue of S3
+    notifications, or listings of ``objects.prefixes``."""
 
-    kind: Literal["spool", "kafka", "sqs"] = "spool"
+    kind: Literal["spool", "kafka", "sqs", "listing"] = "spool"
     format: Literal["ingester", "s3-events", "seaweedfs-filer"] = Field(
         "ingester",
         description="what a message holds: our event envelope, S3-format object notifications (S3 via SQS/SNS/EventBridge, "
@@ -200,6 +203,18 @@ class ObjectSettings(_Section):
 
     routes: list[ObjectRoute] = Field(default_factory=list, description="object key -> table; no match: dead letter")
     buckets: list[str] = Field(default_factory=list, description="buckets watched; objects of others are skipped (default: all)")
+    prefixes: list[str] = Field(
+        default_factory=list,
+        description="listed by source.kind=listing and relist_interval_s: s3://bucket/prefix/ or a local folder (readable without an allowed_prefixes entry)",
+    )
+    listing_interval_s: float = Field(DEFAULT_LISTING_INTERVAL_S, gt=0, description="source.kind=listing: time between listing rounds")
+    max_inflight_files: int = Field(
+        DEFAULT_MAX_INFLIGHT_FILES, ge=1, description="listed files handed on and not yet committed, at most"
+    )
+    relist_interval_s: float = Field(
+        0.0, ge=0,
+        description="beside a queue source (kafka): list the prefixes on start and then this often, to catch lost notifications (0: off)",
+    )
 
 
 class StorageSettings(_Section):
@@ -286,6 +301,8 @@ class Settings(BaseSettings):
         if self.source.format == "seaweedfs-filer" and not self.objects.buckets:
             raise ValueError("source.format = 'seaweedfs-filer' needs objects.buckets: the filer announces every bucket's "
                              "files, the Iceberg tables' own too")
+        if (self.source.kind == "listing" or self.objects.relist_interval_s) and not self.objects.prefixes:
+            raise ValueError("objects.prefixes is required for listing (INGESTER_OBJECTS__PREFIXES)")
         return self
 
     @classmethod
@@ -317,7 +334,8 @@ class Settings(BaseSettings):
 
     @property
     def allowed_prefixes(self) -> list[str]:
-        return self.storage.allowed_prefixes or [self.staging_location]
+        """``storage.allowed_prefixes`` (default: the staging location) and the listed prefixes."""
+        return [*(self.storage.allowed_prefixes or [self.staging_location]), *self.objects.prefixes]
 
     @property
     def deadletter_folder(self) -> Path:

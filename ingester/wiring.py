@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 from pyarrow import fs as pafs
 from pyiceberg.catalog import Catalog
@@ -61,16 +62,60 @@ def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
     )
 
 
-def build_source(settings: Settings) -> Source:
+def build_source(settings: Settings, metrics: Metrics | None = None, *, listing_rounds: int | None = None) -> Source:
+    """The configured queue; with ``objects.relist_interval_s``, merged with a listing of
+    ``objects.prefixes`` on that schedule. ``listing_rounds``: stop listing after that many rounds
+    (``ingester backfill``: one)."""
+    if settings.source.kind == "listing":
+        return build_listing(settings, settings.objects.listing_interval_s, metrics, rounds=listing_rounds)
+    queue: Source
     if settings.source.kind == "kafka":
         from ingester.sources.kafka import KafkaSource
 
-        return KafkaSource.from_settings(settings.source)
-    if settings.source.kind == "sqs":
+        queue = KafkaSource.from_settings(settings.source)
+    elif settings.source.kind == "sqs":
         from ingester.sources.sqs import SqsSource
 
-        return SqsSource.from_settings(settings.source)
-    return SpoolSource(SpoolQueue(settings.spool_file))
+        queue = SqsSource.from_settings(settings.source)
+    else:
+        queue = SpoolSource(SpoolQueue(settings.spool_file))
+    if not settings.objects.relist_interval_s:
+        return queue
+    from ingester.sources.merged import MergedSource
+
+    return MergedSource([queue, build_listing(settings, settings.objects.relist_interval_s, metrics, group=queue.group)])
+
+
+def build_listing(
+    settings: Settings, interval_s: float, metrics: Metrics | None, rounds: int | None = None, group: str | None = "",
+) -> Source:
+    """``group``: the queue's it is merged with (SQS has none), default ``source.group_id``."""
+    from ingester.object_keys import KeyRouter
+    from ingester.sources.listers import StoreLister
+    from ingester.sources.listing import CommittedIds, ListingSource
+
+    o = settings.objects
+    return ListingSource(
+        o.prefixes, StoreLister(lambda: s3_client(settings)), KeyRouter(o.routes, o.buckets), Router(settings.routing),
+        CommittedIds(open_catalog(settings.catalog, settings.home_dir)),
+        group=settings.source.group_id if group == "" else group,
+        interval_s=interval_s, max_inflight_files=o.max_inflight_files, rounds=rounds, metrics=metrics,
+    )
+
+
+def s3_client(settings: Settings) -> Any:
+    """A boto3 S3 client for the configured store (path-style; the read timeout of ``storage``)."""
+    import boto3
+    from botocore.config import Config
+
+    c = settings.catalog
+    return boto3.client(
+        "s3", endpoint_url=c.s3_endpoint, region_name=c.s3_region or "us-east-1",
+        aws_access_key_id=c.s3_access_key_id.get_secret_value() if c.s3_access_key_id else None,
+        aws_secret_access_key=c.s3_secret_access_key.get_secret_value() if c.s3_secret_access_key else None,
+        config=Config(s3={"addressing_style": "path"}, connect_timeout=settings.storage.read_timeout_s,
+                      read_timeout=settings.storage.read_timeout_s, retries={"mode": "standard"}),
+    )
 
 
 def build_queue(settings: Settings) -> EventQueue:
@@ -126,10 +171,13 @@ def crash_hook(spec: str) -> CommitHook:
     return crash
 
 
-def build_engine(settings: Settings, source: Source | None = None, metrics: Metrics | None = None) -> Engine:
+def build_engine(
+    settings: Settings, source: Source | None = None, metrics: Metrics | None = None, *, listing_rounds: int | None = None
+) -> Engine:
     """The daemon: also makes jemalloc arrow's pool (``ingester.allocator``)."""
     use_daemon_pool()
-    source = source or build_source(settings)
+    metrics = metrics or Metrics()
+    source = source or build_source(settings, metrics, listing_rounds=listing_rounds)
     w = settings.window
     committer = build_committer(settings, source.group)
     return Engine(

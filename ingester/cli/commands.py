@@ -1,4 +1,4 @@
-"""``ingester run | publish | tables | maintain | remove-orphans | demo | settings | replay-deadletters``."""
+"""``ingester run | backfill | publish | tables | maintain | remove-orphans | demo | settings | replay-deadletters``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
 
     from ingester.batch import TableRef
+    from ingester.engine import EngineStats
+    from ingester.metrics import Metrics
 
 app = typer.Typer(
     add_completion=False,
@@ -146,6 +148,67 @@ def run(
         "stopped: %d events, %d rows, %d snapshots, %d duplicates skipped, %d dead letters",
         stats.events, stats.rows, stats.snapshots, stats.duplicates, stats.dead_letters,
     )
+
+
+@app.command()
+def backfill(
+    prefixes: Annotated[list[str], typer.Argument(help="s3://bucket/prefix/ or local folders to list")],
+    route: Annotated[list[str] | None, typer.Option(
+        help="key pattern -> table, e.g. 'incoming/{table}/**' (repeat; tried before objects.routes)")] = None,
+    table: Annotated[str | None, typer.Option(help="table for --route patterns without {table}")] = None,
+    namespace: Annotated[str | None, typer.Option(help="namespace for --route patterns without {namespace}")] = None,
+) -> None:
+    """List the prefixes once, load every file not loaded yet, exit. Files already in their table
+    (by location, etag and size, in its ledger) are skipped: running it again loads only new files."""
+    from ingester.cli.daemon import catch_signals_early, run_daemon
+    from ingester.metrics import Metrics
+    from ingester.settings import ObjectRoute
+
+    early = catch_signals_early()
+    prefer_jemalloc()
+    settings = _settings()
+    try:
+        routes = [ObjectRoute(pattern=p, table=table, namespace=namespace) for p in route or ()]
+        settings = _backfill_settings(settings, prefixes, [*routes, *settings.objects.routes])
+    except (ValueError, ValidationError) as exc:
+        detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        typer.echo(f"error: {detail}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG) from None
+    _setup_logging(settings)
+    metrics = Metrics()
+    try:
+        stats = anyio.run(lambda: run_daemon(settings, True, early, metrics=metrics, listing_rounds=1))
+    except Exception as exc:
+        log.error("backfill stopped on an error, what is committed stays (run it again to go on): %s", _describe(exc))
+        raise typer.Exit(EXIT_FAILED) from None
+    if stats is not None:
+        typer.echo(_backfill_summary(stats, metrics))
+
+
+def _backfill_settings(settings: Settings, prefixes: list[str], routes: list[Any]) -> Settings:
+    """``settings`` with a listing source of ``prefixes`` by ``routes``; ValueError when no route."""
+    from ingester.object_keys import KeyRouter
+
+    if not routes:
+        raise ValueError("no route: give --route PATTERN (e.g. 'incoming/{table}/**') or set objects.routes")
+    KeyRouter(routes)  # each route names its table
+    return settings.model_copy(update={
+        "source": settings.source.model_copy(update={"kind": "listing"}),
+        "objects": settings.objects.model_copy(update={"prefixes": prefixes, "routes": routes}),
+    })
+
+
+def _backfill_summary(stats: EngineStats, metrics: Metrics) -> str:
+    from ingester.cli.progress import objects_counts
+
+    _, skipped = objects_counts(metrics)
+    rejected = int(metrics.registry.get_sample_value("ingester_dead_letters_total", {"kind": "rejected_file"}) or 0)
+    unroutable = stats.dead_letters - rejected
+    loaded = stats.events - stats.duplicates - rejected
+    return (f"backfill: {loaded} files loaded ({stats.rows} rows in {stats.snapshots} snapshots), "
+            f"{skipped.get('already_loaded', 0) + stats.duplicates} skipped as already loaded, "
+            f"{stats.dead_letters} dead-lettered ({unroutable} unroutable, {rejected} unreadable or refused), "
+            f"{skipped.get('suffix', 0)} skipped by their route's suffixes")
 
 
 def _describe(exc: BaseException) -> str:

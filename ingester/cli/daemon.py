@@ -119,14 +119,18 @@ async def watch_signals(shutdown: Shutdown) -> None:
             shutdown.request(f"signal {signal.Signals(signum).name}")
 
 
-async def run_daemon(settings: Settings, exit_when_idle: bool, early: list[str] | None = None) -> EngineStats | None:
+async def run_daemon(
+    settings: Settings, exit_when_idle: bool, early: list[str] | None = None, *, metrics: Metrics | None = None,
+    listing_rounds: int | None = None,
+) -> EngineStats | None:
     """Serve metrics, connect (waiting for the catalog), run the engine until it ends or a stop
     signal (``early``: those ``catch_signals_early`` caught); ``None`` when stopped before the
-    catalog was reached. Raises what the engine raises."""
+    catalog was reached. Raises what the engine raises. ``metrics``: the engine's (default: new);
+    ``listing_rounds``: a listing source stops after that many rounds (``backfill``: one)."""
     from ingester.metrics import Metrics, serve
 
     shutdown = Shutdown(settings.shutdown_timeout_s, early=early)
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     metrics.max_inflight_bytes.set(settings.window.max_inflight_bytes)
     server = None
     if settings.metrics.port:  # up while the catalog is waited for: alive, not ready
@@ -138,7 +142,7 @@ async def run_daemon(settings: Settings, exit_when_idle: bool, early: list[str] 
             if threading.current_thread() is threading.main_thread():
                 signals.start_soon(watch_signals, shutdown)
             try:
-                stats = await _connect_and_run(settings, metrics, shutdown, exit_when_idle)
+                stats = await _connect_and_run(settings, metrics, shutdown, exit_when_idle, listing_rounds)
             finally:
                 signals.cancel_scope.cancel()
     finally:
@@ -147,13 +151,16 @@ async def run_daemon(settings: Settings, exit_when_idle: bool, early: list[str] 
     return stats
 
 
-async def _connect_and_run(settings: Settings, metrics: Metrics, shutdown: Shutdown, exit_when_idle: bool) -> EngineStats | None:
+async def _connect_and_run(
+    settings: Settings, metrics: Metrics, shutdown: Shutdown, exit_when_idle: bool, listing_rounds: int | None
+) -> EngineStats | None:
     from ingester.cli.progress import engine_progress
     from ingester.wiring import build_engine, retry_policy
 
     with shutdown.startup:  # a catalog that is down or throttling at startup is waited for, like one down later
         shutdown.attach(await retry_policy(settings).run(
-            lambda: anyio.to_thread.run_sync(lambda: build_engine(settings, metrics=metrics), abandon_on_cancel=True),
+            lambda: anyio.to_thread.run_sync(lambda: build_engine(settings, metrics=metrics, listing_rounds=listing_rounds),
+                                          abandon_on_cancel=True),
             what="connect to the catalog", on_retry=lambda exc: metrics.retries.labels("connect to the catalog").inc(),
         ))
     engine = shutdown.engine

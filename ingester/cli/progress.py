@@ -2,7 +2,8 @@
 terminal and the logs are text; nothing at all when piped or with JSON logs (scripts and log
 collectors never see escape codes). Log records still show: rich prints them above the line.
 
-``run --exit-when-idle`` shows the events not yet committed and the rows per second; ``publish``,
+``run --exit-when-idle`` shows the events not yet committed and the rows per second (``backfill``:
+the files found new and already loaded); ``publish``,
 ``maintain`` and ``remove-orphans`` count their files or tables.
 """
 
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ingester.metrics import ReportsLag
+from ingester.metrics import Metrics, ReportsLag
 from ingester.settings import Settings
 
 if TYPE_CHECKING:
@@ -102,6 +103,9 @@ def queued_events(settings: Settings, engine: Engine) -> Iterator[Callable[[], i
     if isinstance(source, ReportsLag):
         yield lambda: sum(source.lag().values()) + engine.tracker.pending()
         return
+    if settings.source.kind == "listing":  # what a round handed on, not committed yet
+        yield engine.tracker.pending
+        return
     from ingester.sources.spool import SpoolQueue
 
     spool = SpoolQueue(settings.spool_file)
@@ -115,6 +119,26 @@ def ingest_line(queued: int, rows: int, rate: float, snapshots: int) -> str:
     return f"{queued:,} events queued · {rows:,} rows committed · {rate:,.0f} rows/s · {snapshots:,} snapshots"
 
 
+def listing_line(engine: Engine, rate: float) -> str:
+    """A listing source's progress: files found new and already loaded, what is committed."""
+    found, skipped = objects_counts(engine.metrics)
+    stats = engine.statistics()
+    return (f"{found:,} new files found · {skipped.get('already_loaded', 0):,} already loaded · "
+            f"{engine.tracker.pending():,} in flight · {stats.rows:,} rows committed · {rate:,.0f} rows/s")
+
+
+def objects_counts(metrics: Metrics) -> tuple[int, dict[str, int]]:
+    """``ingester_objects_discovered_total`` and ``..._skipped_total`` per reason, of every source label."""
+    found, skipped = 0, dict[str, int]()
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            if s.name == "ingester_objects_discovered_total":
+                found += int(s.value)
+            elif s.name == "ingester_objects_skipped_total":
+                skipped[s.labels["reason"]] = skipped.get(s.labels["reason"], 0) + int(s.value)
+    return found, skipped
+
+
 @contextmanager
 def engine_progress(settings: Settings, engine: Engine, exit_when_idle: bool) -> Iterator[None]:
     """While the block runs: for ``--exit-when-idle`` on a terminal, a line refreshed by a thread."""
@@ -122,6 +146,7 @@ def engine_progress(settings: Settings, engine: Engine, exit_when_idle: bool) ->
         yield
         return
     done = threading.Event()
+    listing = settings.source.kind == "listing"
     with queued_events(settings, engine) as queued, Display(True, bar=False) as display:
         update = display.status("ingesting")
 
@@ -129,7 +154,8 @@ def engine_progress(settings: Settings, engine: Engine, exit_when_idle: bool) ->
             rate, finished = RowRate(), False
             while True:  # once more after the engine ended: the line shows the end
                 stats = engine.statistics()
-                update(0, ingest_line(queued(), stats.rows, rate.add(stats.rows), stats.snapshots))
+                speed = rate.add(stats.rows)
+                update(0, listing_line(engine, speed) if listing else ingest_line(queued(), stats.rows, speed, stats.snapshots))
                 if finished:
                     return
                 finished = done.wait(REFRESH_S)

@@ -23,6 +23,9 @@ class Message:
     position: Position
     key: bytes | None = None
     """The queue's message key where it has one (Kafka: SeaweedFS filer events name the path there)."""
+    invalid: str | None = None
+    """Set by a source that knows the message cannot become an event (a listed object that no
+    route matches): the engine dead-letters it with this reason."""
 
 
 RevokeCallback = Callable[[Collection[str]], Awaitable[None]]
