@@ -173,3 +173,19 @@ def test_a_message_is_acked_only_after_every_event_committed(tmp_path: Path) -> 
     assert committer.seen == [{}]  # ``fast`` (both of its files) was committed, yet nothing acked
     assert len(committer.catalog.load_table(("default", "fast")).metadata.snapshots) == 2
     assert source.committed == {"p0": 2}
+
+
+def test_beside_a_relisting_a_notification_decoder_reads_the_listings_own_messages_as_envelopes(tmp_path: Path) -> None:
+    from ingester.events import FileEvent, encode_event
+
+    settings = Settings(home=tmp_path, source={"kind": "kafka", "format": "s3-events"},
+                        objects={"routes": [{"pattern": "in/{table}/**"}], "prefixes": ["s3://b/in/"], "relist_interval_s": 60})
+    decoder = build_decoder(settings)
+    ref = ObjectRef("s3://b/in/t/a.parquet", 10, etag="e")
+    listed = FileEvent(table="t", location=ref.location, byte_size=10, event_id=ref.event_id())
+    envelope = Message(encode_event(listed), Position("listing/s3://b/in/", 1))
+    assert decoder.decode(envelope).events == (listed,)
+    notice = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
+        "bucket": {"name": "b"}, "object": {"key": "in/t/a.parquet", "size": 10, "eTag": "e"}}}]}).encode()
+    (announced,) = decoder.decode(Message(notice, Position("events/0", 1))).events
+    assert announced.event_id == listed.event_id  # both paths name the object alike: it loads once
