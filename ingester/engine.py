@@ -280,6 +280,7 @@ class Engine:
         try:
             event = decode_event(m.payload)
             table = self.router.route(event)
+            event = self.router.branched(event, table)
         except InvalidEvent as exc:
             reason = f"invalid event at {m.position.partition}@{m.position.offset}: {exc}"
             await self._dead_letter(DeadLetter(reason, m.payload, m.position), kind="invalid_event")

@@ -10,6 +10,7 @@ or ``identity`` (anything else).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,6 +19,8 @@ import dlt
 from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.extract import DltResource, DltSource
 
+from ingester.events import BRANCH_HINT
+from ingester.settings import BRANCH_PATTERN
 from ingester.partitioning import NAME_HINT, PARTITION_HINT, TRANSFORM_HINT, parse_transform
 
 
@@ -129,9 +132,13 @@ def _resource_for(data: Any) -> DltResource:
     return cast(DltResource, dlt.resource(data, name="content"))
 
 
-def iceberg_adapter(data: Any, partition: PartitionArg | None = None) -> DltResource:
+def iceberg_adapter(data: Any, partition: PartitionArg | None = None, branch: str | None = None) -> DltResource:
     """Mark ``data`` (a resource, a one-resource source, or raw data to wrap) for Iceberg
     partitioning and return the resource.
+
+    ``branch``: the table branch the resource's loads commit to (write-audit-publish: created
+    from ``main`` when missing, published with ``ingester branch publish``); a table hint
+    (``x-iceberg-branch``) on the resource's table, not on its nested tables nor dlt's own.
 
     ``partition``: a column name, a ``PartitionTransform`` (``iceberg_partition.month("ts",
     "event_month")``), a ``(column, transform)`` pair, a list of these, or a mapping
@@ -139,6 +146,10 @@ def iceberg_adapter(data: Any, partition: PartitionArg | None = None) -> DltReso
     unknown transform.
     """
     resource = _resource_for(data)
+    if branch is not None:
+        if not re.match(BRANCH_PATTERN, branch):
+            raise ValueError(f"branch {branch!r} is not a valid branch name")
+        resource.apply_hints(additional_table_hints={BRANCH_HINT: branch})
     if partition is None or (not isinstance(partition, (str, PartitionTransform)) and not partition):
         return resource
     resource.apply_hints(columns=cast(TTableSchemaColumns, partition_hints(partition)))
