@@ -30,6 +30,7 @@ from pyiceberg.table import Table, TableProperties, Transaction
 from ingester.batch import Batch, Pending, TableRef
 from ingester.branches import MAIN, ensure_branch, head
 from ingester.commit.dispositions import append, merge_into, replace_all
+from ingester.commit.layout import evolve_partitioning
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import BadFile, SourceFile
 from ingester.errors import SchemaConflict, TerminalError
@@ -213,6 +214,7 @@ class SnapshotCommitter:
         duplicates = len(loaded.files) - len(new)
         empty = [f for f in new if not f.rows]  # nothing to write; their markers go with the snapshot
         todo = self._evolve(table, [f for f in new if f.rows], rejected)
+        evolve_partitioning(table, todo)
         bare = _commits_without_rows(loaded.batch, new, state, extra_delete_keys)
         while todo or bare:
             if rejected and self.fail_on_reject:

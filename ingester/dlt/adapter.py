@@ -3,7 +3,7 @@ dlt resource, the way dlt-iceberg 0.6.4 spells them.
 
 The adapter sets the column hints the commit path reads when it creates a table
 (``x-partition: true``, ``x-partition-transform``, ``x-partition-name``); an existing table
-keeps its spec. Transforms: ``identity``, ``year``, ``month``, ``day``, ``hour``,
+whose spec differs evolves to the hinted one (``ingester.commit.layout``). Transforms: ``identity``, ``year``, ``month``, ``day``, ``hour``,
 ``bucket[N]``, ``truncate[N]``; a column given without one gets ``month`` (timestamp / date)
 or ``identity`` (anything else).
 """

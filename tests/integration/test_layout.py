@@ -1,0 +1,80 @@
+"""The table layout follows the hints, on each catalog: a table made with ``day(ts)`` and then
+loaded with hints for ``bucket[8](id)`` evolves to spec 1; old files keep spec 0 and stay
+readable, pyiceberg and DuckDB read the same rows, and a merge across both specs replaces rows
+in files of each."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pyarrow as pa
+from pyiceberg.transforms import BucketTransform
+
+from ingester.catalog import open_catalog
+from ingester.engine import EngineStats
+from ingester.settings import Settings
+from ingester.sources.spool import SpoolQueue
+from ingester.wiring import build_engine
+from tests.support import CatalogUnderTest, duckdb_rows, event_for, write_parquet
+
+START = datetime(2026, 1, 1)
+DAY = {"ts": {"x-partition": True, "x-partition-transform": "day"}}
+BUCKET = {"id": {"x-partition": True, "x-partition-transform": "bucket[8]"}}
+
+
+def run(settings: Settings) -> EngineStats:
+    return anyio.run(lambda: build_engine(settings).run(exit_when_idle=True))
+
+
+def rows(ids: range, value: str) -> pa.Table:
+    return pa.table({"id": pa.array(ids, pa.int64()), "ts": pa.array([START + timedelta(hours=5 * i) for i in ids], pa.timestamp("us")),
+                     "v": [value] * len(ids)})
+
+
+def publish(settings: Settings, data: pa.Table, columns: dict[str, Any], **kw: Any) -> None:
+    path = write_parquet(settings.home_dir / "staging", data)
+    SpoolQueue(settings.spool_file).put_many([event_for(path, "events", columns=columns, **kw)])
+    run(settings)
+
+
+def test_new_partition_hints_evolve_the_spec_and_old_files_keep_theirs(any_catalog: CatalogUnderTest, tmp_path: Path) -> None:
+    ns = f"p{uuid.uuid4().hex[:8]}"
+    settings = Settings(home=tmp_path / "home", catalog=any_catalog.settings, routing={"namespace": ns})
+    publish(settings, rows(range(0, 20), "old"), DAY)
+    table = open_catalog(settings.catalog, settings.home_dir).load_table((ns, "events"))
+    assert table.spec().spec_id == 0 and [str(f.transform) for f in table.spec().fields] == ["day"]
+
+    publish(settings, rows(range(20, 40), "new"), BUCKET)
+    table.refresh()
+    spec = table.spec()
+    assert spec.spec_id == 1 and [(f.name, f.transform) for f in spec.fields] == [("id_bucket_8", BucketTransform(8))]
+    files = table.inspect.files().to_pylist()
+    assert {f["spec_id"] for f in files} == {0, 1}
+    assert sum(f["record_count"] for f in files if f["spec_id"] == 0) == 20
+    assert sum(f["record_count"] for f in files if f["spec_id"] == 1) == 20
+
+    publish(settings, rows(range(20, 40), "again"), BUCKET)  # the same hints: no new spec
+    table.refresh()
+    assert table.spec().spec_id == 1 and len(table.metadata.partition_specs) == 2
+
+    # a merge replacing rows in files of both specs
+    publish(settings, rows(range(15, 25), "merged"), BUCKET, write_disposition="merge", primary_key=["id"])
+    table.refresh()
+    got = sorted((r["id"], r["v"]) for r in table.scan().to_arrow().to_pylist())
+    want = sorted([*((i, "old") for i in range(15)), *((i, "merged") for i in range(15, 25)),
+                   *((i, "new") for i in range(20, 40)), *((i, "again") for i in range(20, 40))])
+    want = [w for w in want if not (25 > w[0] >= 20 and w[1] in ("new", "again"))]
+    assert got == want
+    duck = duckdb_rows(table, "SELECT id, v FROM t ORDER BY id, v", any_catalog.s3)
+    assert duck == got
+    day_rows = table.scan(row_filter="ts < '2026-01-02T00:00:00'").to_arrow()  # prunes by the old spec
+    assert sorted(day_rows.column("id").to_pylist()) == [i for i in range(40) if START + timedelta(hours=5 * i) < START + timedelta(days=1)]
+
+    publish(settings, rows(range(40, 42), "plain"), {})  # no hints: the spec stays
+    table.refresh()
+    assert table.spec().spec_id == 1 and len(table.metadata.partition_specs) == 2
+    assert len(table.scan().to_arrow()) == len(got) + 2
