@@ -30,7 +30,7 @@ from pyiceberg.table import Table, TableProperties, Transaction
 from ingester.batch import Batch, Pending, TableRef
 from ingester.branches import MAIN, ensure_branch, head
 from ingester.commit.dispositions import append, merge_into, replace_all
-from ingester.commit.layout import evolve_partitioning
+from ingester.commit.layout import evolve_partitioning, evolve_sort_order
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import BadFile, SourceFile
 from ingester.errors import SchemaConflict, TerminalError
@@ -215,6 +215,7 @@ class SnapshotCommitter:
         empty = [f for f in new if not f.rows]  # nothing to write; their markers go with the snapshot
         todo = self._evolve(table, [f for f in new if f.rows], rejected)
         evolve_partitioning(table, todo)
+        evolve_sort_order(table, todo)
         bare = _commits_without_rows(loaded.batch, new, state, extra_delete_keys)
         while todo or bare:
             if rejected and self.fail_on_reject:

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.refs import MAIN_BRANCH
 
 from ingester.commit.as_is import add_as_is, as_is_footers, name_mapped
@@ -38,9 +39,10 @@ def write_rows(
     tx: Transaction, table: Table, producer: SnapshotProducer, tables: Iterator[pa.Table], write_chunk_bytes: int  # type: ignore[type-arg]
 ) -> int:
     """Data files from a stream of tables into ``producer``; returns the rows written.
-    Unpartitioned tables stream (``ingester.iceberg_layer.filestream``); partitioned ones go in
-    chunks of ``write_chunk_bytes`` through pyiceberg, which splits them by partition."""
-    if tx.table_metadata.spec().is_unpartitioned():
+    Unpartitioned unsorted tables stream (``ingester.iceberg_layer.filestream``); partitioned
+    or sorted ones go in chunks of ``write_chunk_bytes`` through pyiceberg, which splits them by
+    partition (a sorted table's chunks are sorted first: ``DataFileWriter``)."""
+    if streams(tx.table_metadata):
         stream = StreamingDataFiles(tx.table_metadata, table.io, producer.commit_uuid, write_chunk_bytes=write_chunk_bytes)
         for data_file in stream.write(tables):
             producer.append_data_file(data_file)
@@ -50,10 +52,15 @@ def write_rows(
     return writer.rows
 
 
+def streams(metadata: TableMetadata) -> bool:
+    """Whether ``write_rows`` streams into a table (unpartitioned and unsorted)."""
+    return metadata.spec().is_unpartitioned() and metadata.sort_order().is_unsorted
+
+
 def _batches(tx: Transaction, files: Sequence[SourceFile], target: pa.Schema, strict_casting: bool) -> Iterator[tuple[int, pa.Table]]:
     """The rows ``write_rows`` writes: dictionary columns stay dictionaries when they stream
-    (unpartitioned); pyiceberg's partition split gets plain columns."""
-    return file_batches(files, target, strict_casting, dictionaries=tx.table_metadata.spec().is_unpartitioned())
+    (unpartitioned, unsorted); pyiceberg's partition split gets plain columns."""
+    return file_batches(files, target, strict_casting, dictionaries=streams(tx.table_metadata))
 
 
 def _head_id(table: Table, branch: str) -> int | None:

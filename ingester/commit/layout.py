@@ -1,5 +1,5 @@
 """The table's layout follows the hints: the partition spec evolves when a batch's partition
-hints ask for another one.
+hints ask for another one, and the sort order is the one the sort hints name.
 
 A batch whose files carry partition hints (``x-partition`` / ``partition`` column hints, the
 dlt adapter's) that differ from the table's current spec evolves the spec with pyiceberg's
@@ -7,17 +7,27 @@ dlt adapter's) that differ from the table's current spec evolves the spec with p
 in one metadata commit. Old data files keep the spec they were written with (every reader plans
 them by their own spec); new files get the new one. Files without partition hints leave the
 spec alone (an event without hints never unpartitions a table).
+
+Sort order: columns hinted ``x-sort`` (``true`` / ``"asc"`` / ``"desc"``) or dlt's ``sort``
+(``true``), in column order, become the table's sort order (``update_sort_order``, nulls
+last); the rewrite path and compaction sort what they write by it and mark the files with its
+id (``ingester.iceberg_layer.datafiles.DataFileWriter``). Files without sort hints leave it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from typing import Any
 
 from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.table import Table
+from pyiceberg.table.sorting import SortDirection
+from pyiceberg.transforms import IdentityTransform
 
 from ingester.commit.source_files import SourceFile
+from ingester.errors import SchemaConflict
 from ingester.partitioning import partition_columns, spec_for
 
 log = logging.getLogger(__name__)
@@ -55,4 +65,49 @@ def evolve_partitioning(table: Table, files: Sequence[SourceFile]) -> bool:
             if (source_id, str(field.transform)) not in have:
                 update.add_field(table.schema().find_column_name(source_id) or "", field.transform, name)
     log.info("evolved the partition spec of %s to spec %d: %s", ".".join(table.name()), table.spec().spec_id, table.spec())
+    return True
+
+
+SORT_HINTS = ("x-sort", "sort")
+
+
+def _direction(value: Any) -> SortDirection | None:
+    if value is True or (isinstance(value, str) and value.lower() in ("asc", "true")):
+        return SortDirection.ASC
+    if isinstance(value, str) and value.lower() == "desc":
+        return SortDirection.DESC
+    return None
+
+
+def sort_columns(columns: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, SortDirection]]:
+    """(column, direction) of each sort-hinted column, in column order."""
+    out = []
+    for name, hints in columns.items():
+        direction = next((d for d in (_direction(hints.get(k)) for k in SORT_HINTS) if d is not None), None)
+        if direction is not None:
+            out.append((name, direction))
+    return out
+
+
+def evolve_sort_order(table: Table, files: Sequence[SourceFile]) -> bool:
+    """Make the table's sort order the one the first file with sort hints names; True when it
+    changed. Raises ``SchemaConflict`` for a hinted column the table lacks."""
+    hinted = next((f for f in files if sort_columns(f.item.event.columns)), None)
+    if hinted is None:
+        return False
+    wanted = sort_columns(hinted.item.event.columns)
+    schema = table.schema()
+    ids = []
+    for name, direction in wanted:
+        try:
+            ids.append((schema.find_field(name).field_id, direction))
+        except ValueError:
+            raise SchemaConflict(hinted.describe(), name, "sort column is not in the table") from None
+    have = [(f.source_id, f.direction) for f in table.sort_order().fields if isinstance(f.transform, IdentityTransform)]
+    if have == ids and len(have) == len(table.sort_order().fields):
+        return False
+    with table.update_sort_order() as update:
+        for name, direction in wanted:
+            (update.desc if direction == SortDirection.DESC else update.asc)(name, IdentityTransform())
+    log.info("sort order of %s is now %s", ".".join(table.name()), table.sort_order())
     return True

@@ -12,10 +12,14 @@ from typing import Any
 
 import anyio
 import pyarrow as pa
+import pyarrow.parquet as pq
+from pyiceberg.table.sorting import SortDirection
 from pyiceberg.transforms import BucketTransform
 
 from ingester.catalog import open_catalog
 from ingester.engine import EngineStats
+from ingester.maintenance.maintainer import TableMaintainer
+from ingester.maintenance.planning import MaintenancePolicy
 from ingester.settings import Settings
 from ingester.sources.spool import SpoolQueue
 from ingester.wiring import build_engine
@@ -78,3 +82,42 @@ def test_new_partition_hints_evolve_the_spec_and_old_files_keep_theirs(any_catal
     table.refresh()
     assert table.spec().spec_id == 1 and len(table.metadata.partition_specs) == 2
     assert len(table.scan().to_arrow()) == len(got) + 2
+
+
+def _file_ids(table: Any, path: str) -> list[int]:
+    with table.io.new_input(path).open() as f:
+        return pq.read_table(f).column("id").to_pylist()
+
+
+def test_sort_hints_set_the_sort_order_and_new_files_are_sorted_and_carry_its_id(
+    any_catalog: CatalogUnderTest, tmp_path: Path
+) -> None:
+    ns = f"s{uuid.uuid4().hex[:8]}"
+    settings = Settings(home=tmp_path / "home", catalog=any_catalog.settings, routing={"namespace": ns})
+    shuffled = [(i * 37) % 100 for i in range(100)]
+    publish(settings, pa.table({"id": pa.array(shuffled[:50], pa.int64()), "v": [f"a{i}" for i in shuffled[:50]]}), {})
+    table = open_catalog(settings.catalog, settings.home_dir).load_table((ns, "events"))
+    assert table.sort_order().is_unsorted
+    unsorted_files = {f["file_path"] for f in table.inspect.files().to_pylist()}
+
+    for part in (shuffled[50:75], shuffled[75:]):
+        publish(settings, pa.table({"id": pa.array(part, pa.int64()), "v": [f"b{i}" for i in part]}), {"id": {"x-sort": "desc"}})
+    table.refresh()
+    order = table.sort_order()
+    assert order.order_id == 1 and [(f.source_id, f.direction) for f in order.fields] == [
+        (table.schema().find_field("id").field_id, SortDirection.DESC)]
+    files = [f for f in table.inspect.files().to_pylist() if f["file_path"] not in unsorted_files]
+    assert len(files) == 2
+    for f in files:
+        ids = _file_ids(table, f["file_path"])
+        assert len(ids) == 25 and ids == sorted(ids, reverse=True) and f["sort_order_id"] == 1
+    assert sorted(table.scan().to_arrow().column("id").to_pylist()) == list(range(100))
+
+    # compaction writes in the sort order too, the old unsorted file with the rest
+    maintainer = TableMaintainer(MaintenancePolicy(expire_older_than_s=0, retain_last=1, target_file_size_bytes=10**8,
+                                                   min_input_files=2))
+    assert maintainer.compact(table) is not None
+    table.refresh()
+    (compacted,) = table.inspect.files().to_pylist()
+    assert compacted["sort_order_id"] == 1 and _file_ids(table, compacted["file_path"]) == list(range(99, -1, -1))
+    assert duckdb_rows(table, "SELECT count(*), count(DISTINCT id) FROM t", any_catalog.s3) == [(100, 100)]
