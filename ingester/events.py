@@ -40,6 +40,8 @@ MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_]{0,254}$"
 BRANCH_HINT = "x-iceberg-branch"
 """The dlt table hint naming the branch a table's loads commit to (``iceberg_adapter(branch=)``)."""
+PROPERTIES_HINT = "x-iceberg-table-properties"
+"""The dlt table hint holding Iceberg table properties (``iceberg_adapter(table_properties=)``)."""
 
 
 class InvalidEvent(ValueError):

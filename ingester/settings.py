@@ -140,6 +140,12 @@ class CommitSettings(_Section):
         DEFAULT_WRITE_CHUNK_BYTES, ge=1024 * 1024,
         description="arrow bytes per rewritten data file (unpartitioned tables stream row groups; partitioned ones hold up to 3 such chunks)",
     )
+    table_properties: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="ns.table, event table or * -> Iceberg table properties set on create and whenever they differ "
+                    "(e.g. write.parquet.compression-codec, write.target-file-size-bytes, write.metadata.previous-versions-max, "
+                    "write.metadata.delete-after-commit.enabled)",
+    )
 
 
 class RoutingSettings(_Section):

@@ -30,7 +30,7 @@ from pyiceberg.table import Table, TableProperties, Transaction
 from ingester.batch import Batch, Pending, TableRef
 from ingester.branches import MAIN, ensure_branch, head
 from ingester.commit.dispositions import append, merge_into, replace_all
-from ingester.commit.layout import evolve_partitioning, evolve_sort_order
+from ingester.commit.layout import apply_properties, evolve_partitioning, evolve_sort_order
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import BadFile, SourceFile
 from ingester.errors import SchemaConflict, TerminalError
@@ -216,6 +216,7 @@ class SnapshotCommitter:
         todo = self._evolve(table, [f for f in new if f.rows], rejected)
         evolve_partitioning(table, todo)
         evolve_sort_order(table, todo)
+        apply_properties(table, self.options.properties_for(str(ref)))
         bare = _commits_without_rows(loaded.batch, new, state, extra_delete_keys)
         while todo or bare:
             if rejected and self.fail_on_reject:
@@ -310,7 +311,8 @@ class SnapshotCommitter:
                 pass
         location = self.table_location(ref) if self.table_location else None
         try:
-            return self.catalog.create_table(ident, schema=schema, partition_spec=spec, properties=TABLE_PROPERTIES, location=location)
+            properties = {**TABLE_PROPERTIES, **self.options.properties_for(str(ref))}
+            return self.catalog.create_table(ident, schema=schema, partition_spec=spec, properties=properties, location=location)
         except TableAlreadyExistsError:
             return self.catalog.load_table(ident)
 

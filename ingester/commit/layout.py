@@ -1,5 +1,6 @@
 """The table's layout follows the hints: the partition spec evolves when a batch's partition
-hints ask for another one, and the sort order is the one the sort hints name.
+hints ask for another one, the sort order is the one the sort hints name, and the table
+properties are those of the settings (``apply_properties``).
 
 A batch whose files carry partition hints (``x-partition`` / ``partition`` column hints, the
 dlt adapter's) that differ from the table's current spec evolves the spec with pyiceberg's
@@ -110,4 +111,16 @@ def evolve_sort_order(table: Table, files: Sequence[SourceFile]) -> bool:
         for name, direction in wanted:
             (update.desc if direction == SortDirection.DESC else update.asc)(name, IdentityTransform())
     log.info("sort order of %s is now %s", ".".join(table.name()), table.sort_order())
+    return True
+
+
+def apply_properties(table: Table, wanted: Mapping[str, str]) -> bool:
+    """Set the properties of ``wanted`` that the table lacks or holds with another value, in one
+    metadata commit; True when any changed. Properties not named are left as they are."""
+    changed = {k: v for k, v in wanted.items() if table.metadata.properties.get(k) != v}
+    if not changed:
+        return False
+    with table.transaction() as tx:
+        tx.set_properties(changed)
+    log.info("table properties of %s set: %s", ".".join(table.name()), changed)
     return True

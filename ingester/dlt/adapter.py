@@ -19,7 +19,7 @@ import dlt
 from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.extract import DltResource, DltSource
 
-from ingester.events import BRANCH_HINT
+from ingester.events import BRANCH_HINT, PROPERTIES_HINT
 from ingester.settings import BRANCH_PATTERN
 from ingester.partitioning import NAME_HINT, PARTITION_HINT, TRANSFORM_HINT, parse_transform
 
@@ -132,13 +132,19 @@ def _resource_for(data: Any) -> DltResource:
     return cast(DltResource, dlt.resource(data, name="content"))
 
 
-def iceberg_adapter(data: Any, partition: PartitionArg | None = None, branch: str | None = None) -> DltResource:
+def iceberg_adapter(
+    data: Any, partition: PartitionArg | None = None, branch: str | None = None,
+    table_properties: Mapping[str, str] | None = None,
+) -> DltResource:
     """Mark ``data`` (a resource, a one-resource source, or raw data to wrap) for Iceberg
     partitioning and return the resource.
 
     ``branch``: the table branch the resource's loads commit to (write-audit-publish: created
     from ``main`` when missing, published with ``ingester branch publish``); a table hint
-    (``x-iceberg-branch``) on the resource's table, not on its nested tables nor dlt's own.
+    (``x-iceberg-branch``) on the resource's table; its nested tables follow it, dlt's own
+    tables stay on ``main``. ``table_properties``: Iceberg table properties of the resource's
+    table and its nested tables (``x-iceberg-table-properties``), set on create and whenever
+    they differ (``write.parquet.compression-codec``, ``write.target-file-size-bytes``...).
 
     ``partition``: a column name, a ``PartitionTransform`` (``iceberg_partition.month("ts",
     "event_month")``), a ``(column, transform)`` pair, a list of these, or a mapping
@@ -150,6 +156,8 @@ def iceberg_adapter(data: Any, partition: PartitionArg | None = None, branch: st
         if not re.match(BRANCH_PATTERN, branch):
             raise ValueError(f"branch {branch!r} is not a valid branch name")
         resource.apply_hints(additional_table_hints={BRANCH_HINT: branch})
+    if table_properties:
+        resource.apply_hints(additional_table_hints={PROPERTIES_HINT: {str(k): str(v) for k, v in table_properties.items()}})
     if partition is None or (not isinstance(partition, (str, PartitionTransform)) and not partition):
         return resource
     resource.apply_hints(columns=cast(TTableSchemaColumns, partition_hints(partition)))

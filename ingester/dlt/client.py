@@ -69,7 +69,7 @@ from ingester.dlt.package import parent_row_ids
 from ingester.dlt.registration import register_tables
 from ingester.dlt.sql_client import IcebergSqlClient
 from ingester.errors import TerminalError, is_auth_failure
-from ingester.events import BRANCH_HINT, FileEvent
+from ingester.events import BRANCH_HINT, PROPERTIES_HINT, FileEvent
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.deletes import equality_deletes_as_positions, has_equality_deletes
 from ingester.publish import event_id, file_event, table_hints
@@ -176,6 +176,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
                 strict_casting=self.config.strict_casting,
                 merge_batch_size=self.config.merge_batch(),
                 verify_files=False,  # dlt's normalizer just wrote these files in this load package
+                table_properties=self._table_properties(),
             ),
             fail_on_reject=True,
             table_location=lambda ref: self.config.table_location(ref.namespace, ref.name),
@@ -189,6 +190,15 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             return fn()
 
         return _run(lambda: policy.run(attempt, what=what))
+
+    def _table_properties(self) -> dict[str, dict[str, str]]:
+        """Iceberg table properties per table from the ``PROPERTIES_HINT`` of its root table."""
+        out = {}
+        for name in self.schema.tables:
+            props: Any = self.schema.tables[self._root(name)].get(PROPERTIES_HINT)
+            if props:
+                out[name] = {str(k): str(v) for k, v in props.items()}
+        return out
 
     def branch_of(self, table_name: str) -> str:
         """The branch a table's loads commit to: its root table's ``BRANCH_HINT`` (a nested

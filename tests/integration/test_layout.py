@@ -121,3 +121,44 @@ def test_sort_hints_set_the_sort_order_and_new_files_are_sorted_and_carry_its_id
     (compacted,) = table.inspect.files().to_pylist()
     assert compacted["sort_order_id"] == 1 and _file_ids(table, compacted["file_path"]) == list(range(99, -1, -1))
     assert duckdb_rows(table, "SELECT count(*), count(DISTINCT id) FROM t", any_catalog.s3) == [(100, 100)]
+
+
+def _codecs(table: Any, path: str) -> set[str]:
+    with table.io.new_input(path).open() as f:
+        meta = pq.ParquetFile(f).metadata
+        return {meta.row_group(g).column(c).compression for g in range(meta.num_row_groups) for c in range(meta.num_columns)}
+
+
+def test_table_properties_from_settings_act_on_create_and_when_changed(any_catalog: CatalogUnderTest, tmp_path: Path) -> None:
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    props = {"write.parquet.compression-codec": "gzip", "write.target-file-size-bytes": "2000",
+             "write.metadata.previous-versions-max": "2", "write.metadata.delete-after-commit.enabled": "true"}
+
+    def settings(**table_properties: dict[str, str]) -> Settings:
+        return Settings(home=tmp_path / "home", catalog=any_catalog.settings, routing={"namespace": ns},
+                        commit={"zero_copy": False, "table_properties": table_properties})
+
+    first = settings(**{f"{ns}.events": props, "*": {"write.parquet.compression-codec": "snappy"}})
+    part = {"v": {"x-partition": True, "x-partition-transform": "identity"}}
+    data = pa.table({"id": pa.array(range(2000), pa.int64()), "v": ["same"] * 2000})
+    publish(first, data, part)
+    table = open_catalog(first.catalog, first.home_dir).load_table((ns, "events"))
+    assert {k: table.properties.get(k) for k in props} == props  # ns.table wins over *
+    files = table.inspect.files().to_pylist()
+    assert len(files) > 2  # one partition, split at the 2000-byte target file size
+    assert all(_codecs(table, f["file_path"]) == {"GZIP"} for f in files)
+    for i in range(4):
+        publish(first, pa.table({"id": pa.array([i], pa.int64()), "v": ["same"]}), part)
+    table.refresh()
+    assert len(table.metadata.metadata_log) <= 2  # previous-versions-max
+    if any_catalog.kind == "sql":  # delete-after-commit: the metadata files left out of the log are gone
+        folder = Path(table.metadata_location.removeprefix("file://")).parent
+        assert len(list(folder.glob("*.metadata.json"))) <= 3
+
+    changed = settings(**{"events": {"write.parquet.compression-codec": "zstd"}})
+    publish(changed, pa.table({"id": pa.array([99], pa.int64()), "v": ["same"]}), part)
+    table.refresh()
+    assert table.properties["write.parquet.compression-codec"] == "zstd"
+    newest_file = [f for f in table.inspect.files().to_pylist() if f["lower_bounds"] and 99 in
+                   [int.from_bytes(v, "little") for v in dict(f["lower_bounds"]).values() if len(v) == 8]]
+    assert len(newest_file) == 1 and _codecs(table, newest_file[0]["file_path"]) == {"ZSTD"}
