@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from pyiceberg.table.refs import MAIN_BRANCH
+
 from ingester.events import FileEvent, WriteDisposition
 from ingester.sources.base import Position
 
@@ -48,3 +50,8 @@ class Batch:
     @property
     def disposition(self) -> WriteDisposition:
         return self.items[0].event.write_disposition
+
+    @property
+    def branch(self) -> str:
+        """The table branch the batch commits to (its events share one; ``main`` by default)."""
+        return self.items[0].event.branch or MAIN_BRANCH

@@ -292,7 +292,8 @@ class Engine:
         invalid = list(decoded.unroutable)
         for event in decoded.events:
             try:
-                routed.append((Pending(event, m.position, len(decoded.events) > 1), self.router.route(event)))
+                table = self.router.route(event)
+                routed.append((Pending(self.router.branched(event, table), m.position, len(decoded.events) > 1), table))
             except InvalidEvent as exc:
                 invalid.append(exc)
         self.tracker.track(m.position, max(1, len(routed)))

@@ -7,7 +7,8 @@ The queue carries a JSON envelope (version 1)::
      "rows": 1000, "bytes": 52311, "load_id": "1732540000.12", "event_id": "c0ffee...",
      "write_disposition": "append" | "replace" | "merge",
      "primary_key": ["id"], "merge_key": [], "keys_only": false, "verified": true,
-     "columns": {"id": {"data_type": "bigint", "nullable": false, "primary_key": true}}}
+     "columns": {"id": {"data_type": "bigint", "nullable": false, "primary_key": true}},
+     "branch": "audit"}
 
 Only ``table`` and one of ``location`` / ``data`` are required. ``event_id`` makes
 re-publishing the same file idempotent. ``columns`` are dlt column hints (``data_type``,
@@ -17,6 +18,8 @@ re-publishing the same file idempotent. ``columns`` are dlt column hints (``data
 ``keys_only`` (merge only): the file lists merge-key values; the table's rows with those
 keys are deleted and the file's rows are not inserted (the dlt queue destination sends the
 parents of a load this way to each nested table, ahead of the load's nested rows).
+``branch``: the table branch the file is committed to (write-audit-publish; created from
+``main`` when missing); without it the route's branch (``routing.branches``), else ``main``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ingester.errors import describe_validation_error
+from ingester.settings import BRANCH_PATTERN
 
 ENVELOPE_VERSION = 1
 MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_]{0,254}$"
+BRANCH_HINT = "x-iceberg-branch"
+"""The dlt table hint naming the branch a table's loads commit to (``iceberg_adapter(branch=)``)."""
+PROPERTIES_HINT = "x-iceberg-table-properties"
+"""The dlt table hint holding Iceberg table properties (``iceberg_adapter(table_properties=)``)."""
 
 
 class InvalidEvent(ValueError):
@@ -69,6 +77,8 @@ class FileEvent:
     verified: bool = False
     """The producer decoded every page of the file (``ingester publish``) or wrote it itself
     (``ingester_queue``): with ``commit.verify_pages = "unverified"`` it is not decoded again."""
+    branch: str | None = None
+    """The table branch to commit to (None: the route's, else ``main``)."""
 
     def describe(self) -> str:
         """Short human name for errors and logs (never the inline payload)."""
@@ -95,6 +105,7 @@ class _Envelope(BaseModel):
     keys_only: bool = False
     verified: bool = False
     columns: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=10_000)
+    branch: str | None = Field(None, pattern=BRANCH_PATTERN)
 
     @field_validator("v")
     @classmethod
@@ -143,6 +154,7 @@ def decode_event(raw: bytes) -> FileEvent:
         columns=env.columns,
         keys_only=env.keys_only,
         verified=env.verified,
+        branch=env.branch,
     )
 
 
@@ -176,6 +188,7 @@ def encode_event(event: FileEvent) -> bytes:
         "primary_key": list(event.primary_key) or None,
         "merge_key": list(event.merge_key) or None,
         "columns": {k: dict(v) for k, v in event.columns.items()} or None,
+        "branch": event.branch,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if event.write_disposition is not WriteDisposition.APPEND:

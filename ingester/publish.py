@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from ingester.events import FileEvent, WriteDisposition, encode_event
+from ingester.events import BRANCH_HINT, FileEvent, WriteDisposition, encode_event
 from ingester.sources.base import EventQueue
 
 
@@ -66,6 +66,7 @@ def file_event(
     namespace: str | None = None,
     keys_only: bool = False,
     written_here: bool = False,
+    branch: str | None = None,
 ) -> FileEvent:
     """Event for a local parquet file (location set by ``Stager`` before publishing), marked
     ``verified``: every page is decoded here first, unless ``written_here`` (a dlt load
@@ -86,6 +87,7 @@ def file_event(
         columns=columns or {},
         keys_only=keys_only,
         verified=True,
+        branch=branch,
     )
 
 
@@ -118,7 +120,8 @@ def publish(events: Iterable[FileEvent], stager: Stager, queue: EventQueue) -> i
 
 
 def table_hints(table: dict[str, Any]) -> dict[str, Any]:
-    """Disposition, keys and column hints of a dlt table schema, as event fields."""
+    """Disposition, keys, column hints and branch (``BRANCH_HINT``) of a dlt table schema, as
+    event fields."""
     columns = {name: {k: v for k, v in col.items() if k != "name"} for name, col in table.get("columns", {}).items()}
     pk = [n for n, c in columns.items() if c.get("primary_key")]
     mk = [n for n, c in columns.items() if c.get("merge_key")]
@@ -129,4 +132,5 @@ def table_hints(table: dict[str, Any]) -> dict[str, Any]:
             mk = root
         else:
             disposition = WriteDisposition.APPEND
-    return {"write_disposition": disposition, "primary_key": pk, "merge_key": mk, "columns": columns}
+    return {"write_disposition": disposition, "primary_key": pk, "merge_key": mk, "columns": columns,
+            "branch": table.get(BRANCH_HINT)}

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULT_HOME = Path(".ingester")
+BRANCH_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TOPIC = "ingester-events"
 DEFAULT_MAX_BATCH_FILES = 1_000
@@ -168,6 +169,12 @@ class CommitSettings(_Section):
         DEFAULT_WRITE_CHUNK_BYTES, ge=1024 * 1024,
         description="arrow bytes per rewritten data file (unpartitioned tables stream row groups; partitioned ones hold up to 3 such chunks)",
     )
+    table_properties: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="ns.table, event table or * -> Iceberg table properties set on create and whenever they differ "
+                    "(e.g. write.parquet.compression-codec, write.target-file-size-bytes, write.metadata.previous-versions-max, "
+                    "write.metadata.delete-after-commit.enabled)",
+    )
 
 
 class RoutingSettings(_Section):
@@ -176,6 +183,17 @@ class RoutingSettings(_Section):
     namespace: str = DEFAULT_NAMESPACE
     namespace_prefix: str = ""
     table_map: dict[str, str] = Field(default_factory=dict, description="event table -> ns.table")
+    branches: dict[str, str] = Field(
+        default_factory=dict,
+        description="event table or ns.table -> the branch its commits go to (write-audit-publish; an event's own branch wins)",
+    )
+
+    @model_validator(mode="after")
+    def _branch_names(self) -> RoutingSettings:
+        for table, branch in self.branches.items():
+            if not re.match(BRANCH_PATTERN, branch):
+                raise ValueError(f"routing.branches[{table!r}]: {branch!r} is not a valid branch name")
+        return self
 
 
 class ObjectRoute(_Section):

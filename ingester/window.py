@@ -19,8 +19,8 @@ class BatchLimits:
 
 
 def _compatible(a: FileEvent, b: FileEvent) -> bool:
-    """Events that can share one snapshot: same disposition, keys and (for replace) load."""
-    same = (a.write_disposition, a.primary_key, a.merge_key) == (b.write_disposition, b.primary_key, b.merge_key)
+    """Events that can share one snapshot: same disposition, keys, branch and (for replace) load."""
+    same = (a.write_disposition, a.primary_key, a.merge_key, a.branch) == (b.write_disposition, b.primary_key, b.merge_key, b.branch)
     if same and a.write_disposition is WriteDisposition.REPLACE:
         return a.load_id == b.load_id
     return same

@@ -37,8 +37,8 @@ VERIFY_THREADS = 2
 def as_is_footers(files: Sequence[SourceFile], target: pa.Schema, table: Table) -> list[IdFooter] | None:
     """The new footer of each file when every file can be registered as-is (its columns and
     types those of the table, a footer we can give the table's field ids), else None (also
-    for no file)."""
-    if not files or not table.spec().is_unpartitioned():
+    for no file, and for a partitioned or sorted table: its files are rewritten)."""
+    if not files or not table.spec().is_unpartitioned() or not table.sort_order().is_unsorted:
         return None
     footers = []
     for f in files:

@@ -30,7 +30,9 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table, TableProperties, Transaction
 
 from ingester.batch import Batch, Pending, TableRef
+from ingester.branches import MAIN, ensure_branch, head
 from ingester.commit.dispositions import append, merge_into, replace_all
+from ingester.commit.layout import apply_properties, evolve_partitioning, evolve_sort_order
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import BadFile, SourceFile
 from ingester.errors import SchemaConflict, TerminalError
@@ -213,11 +215,16 @@ class SnapshotCommitter:
         table = self._table(ref, loaded.files)
         if table is None:  # no file with rows to make the table from
             return CommitResult(ref, None, rejected=tuple(rejected))
-        state = self._markers.read(str(ref), table)
+        branch = loaded.batch.branch
+        ensure_branch(table, branch)
+        state = self._markers.read(str(ref), table, branch)
         new = self._new_files(loaded.files, state)
         duplicates = len(loaded.files) - len(new)
         empty = [f for f in new if not f.rows]  # nothing to write; their markers go with the snapshot
         todo = self._evolve(table, [f for f in new if f.rows], rejected)
+        evolve_partitioning(table, todo)
+        evolve_sort_order(table, todo)
+        apply_properties(table, self.options.properties_for(str(ref)))
         bare = _commits_without_rows(loaded.batch, new, state, extra_delete_keys)
         while todo or bare:
             if rejected and self.fail_on_reject:
@@ -233,9 +240,10 @@ class SnapshotCommitter:
                 todo = [f for f in todo if f is not bad.file]
                 table.refresh()
                 continue
-            snap = table.current_snapshot()
-            log.info("committed %s: %d rows from %d files, snapshot %s", ref, rows, len(todo), snap and snap.snapshot_id)
-            if snap is not None:
+            snap = head(table, branch)
+            log.info("committed %s%s: %d rows from %d files, snapshot %s", ref, "" if branch == MAIN else f"@{branch}", rows,
+                     len(todo), snap and snap.snapshot_id)
+            if snap is not None and branch == MAIN:  # the ledger follows main; a branch's markers stay in its snapshots
                 self._record(table, snap.snapshot_id, todo)
             return CommitResult(ref, snap.snapshot_id if snap else None, rows, len(todo), duplicates, tuple(rejected), zero,
                                 len(table.metadata.snapshots))
@@ -247,14 +255,16 @@ class SnapshotCommitter:
             table = self.catalog.load_table((ref.namespace, ref.name))
         except NoSuchTableError:
             return CommitResult(ref, None)
-        if table.current_snapshot() is None:
+        branch = batch.branch
+        ensure_branch(table, branch)
+        if head(table, branch) is None:
             return CommitResult(ref, None)
-        state = self._markers.read(str(ref), table)
+        state = self._markers.read(str(ref), table, branch)
         _fail_on_conflict(table)
         with transaction(table) as tx:
             self._write(tx, table, batch, [], table_arrow_schema(table.schema()),
                         self._properties(batch, [], state), state, keys)
-        snap = table.current_snapshot()
+        snap = head(table, branch)
         return CommitResult(ref, snap.snapshot_id if snap else None)
 
     def _new_files(self, files: Sequence[SourceFile], state: mk.TableMarkers) -> list[SourceFile]:
@@ -311,7 +321,8 @@ class SnapshotCommitter:
                 pass
         location = self.table_location(ref) if self.table_location else None
         try:
-            return self.catalog.create_table(ident, schema=schema, partition_spec=spec, properties=TABLE_PROPERTIES, location=location)
+            properties = {**TABLE_PROPERTIES, **self.options.properties_for(str(ref))}
+            return self.catalog.create_table(ident, schema=schema, partition_spec=spec, properties=properties, location=location)
         except TableAlreadyExistsError:
             return self.catalog.load_table(ident)
 
@@ -361,13 +372,15 @@ class SnapshotCommitter:
         load_id = batch.items[0].event.load_id
         if disposition is WriteDisposition.REPLACE and load_id in state.replace_load_ids:
             disposition = WriteDisposition.APPEND  # a later window of the same replace load
+        branch = batch.branch
         if disposition is WriteDisposition.APPEND:
-            return append(tx, table, files, target, props, self.options, batch.batch_id)
+            return append(tx, table, files, target, props, self.options, batch.batch_id, branch)
         if disposition is WriteDisposition.REPLACE:
             if load_id:
                 props[mk.REPLACE_LOAD_ID] = load_id
-            return replace_all(tx, table, files, target, props, self.options, batch.batch_id)
-        return merge_into(tx, table, files, target, props, batch.items[0].event, self.options, batch.batch_id, extra_delete_keys)
+            return replace_all(tx, table, files, target, props, self.options, batch.batch_id, branch)
+        return merge_into(tx, table, files, target, props, batch.items[0].event, self.options, batch.batch_id,
+                          extra_delete_keys, branch)
 
 
 async def commit_with_retries(

@@ -18,6 +18,8 @@ import pyarrow.compute as pc
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, GreaterThanOrEqual, LessThanOrEqual
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.refs import MAIN_BRANCH
 
 from ingester.commit.as_is import add_as_is, as_is_footers, name_mapped
 from ingester.commit.options import WriteOptions
@@ -37,9 +39,10 @@ def write_rows(
     tx: Transaction, table: Table, producer: SnapshotProducer, tables: Iterator[pa.Table], write_chunk_bytes: int  # type: ignore[type-arg]
 ) -> int:
     """Data files from a stream of tables into ``producer``; returns the rows written.
-    Unpartitioned tables stream (``ingester.iceberg_layer.filestream``); partitioned ones go in
-    chunks of ``write_chunk_bytes`` through pyiceberg, which splits them by partition."""
-    if tx.table_metadata.spec().is_unpartitioned():
+    Unpartitioned unsorted tables stream (``ingester.iceberg_layer.filestream``); partitioned
+    or sorted ones go in chunks of ``write_chunk_bytes`` through pyiceberg, which splits them by
+    partition (a sorted table's chunks are sorted first: ``DataFileWriter``)."""
+    if streams(tx.table_metadata):
         stream = StreamingDataFiles(tx.table_metadata, table.io, producer.commit_uuid, write_chunk_bytes=write_chunk_bytes)
         for data_file in stream.write(tables):
             producer.append_data_file(data_file)
@@ -49,21 +52,33 @@ def write_rows(
     return writer.rows
 
 
+def streams(metadata: TableMetadata) -> bool:
+    """Whether ``write_rows`` streams into a table (unpartitioned and unsorted)."""
+    return metadata.spec().is_unpartitioned() and metadata.sort_order().is_unsorted
+
+
 def _batches(tx: Transaction, files: Sequence[SourceFile], target: pa.Schema, strict_casting: bool) -> Iterator[tuple[int, pa.Table]]:
     """The rows ``write_rows`` writes: dictionary columns stay dictionaries when they stream
-    (unpartitioned); pyiceberg's partition split gets plain columns."""
-    return file_batches(files, target, strict_casting, dictionaries=tx.table_metadata.spec().is_unpartitioned())
+    (unpartitioned, unsorted); pyiceberg's partition split gets plain columns."""
+    return file_batches(files, target, strict_casting, dictionaries=streams(tx.table_metadata))
+
+
+def _head_id(table: Table, branch: str) -> int | None:
+    """The snapshot a commit to ``branch`` builds on (None: the branch has none yet)."""
+    snap = table.snapshot_by_name(branch)
+    return snap.snapshot_id if snap is not None else None
 
 
 def append(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
-    options: WriteOptions, batch_id: str,
+    options: WriteOptions, batch_id: str, branch: str = MAIN_BRANCH,
 ) -> tuple[int, bool]:
-    """Returns (rows, whether the files were registered zero-copy)."""
+    """Returns (rows, whether the files were registered zero-copy). ``branch``: where the
+    snapshot goes (every disposition)."""
     footers = as_is_footers(files, target, table) if options.zero_copy else None
     if footers is not None:
         name_mapped(tx)
-    with tx.update_snapshot(snapshot_properties=props).fast_append() as producer:
+    with tx.update_snapshot(snapshot_properties=props, branch=branch).fast_append() as producer:
         if footers is not None:
             return add_as_is(tx, table, producer, files, footers, batch_id, options), True
         return _rewrite(tx, table, producer, files, target, options), False
@@ -80,16 +95,17 @@ def _rewrite(
 
 def replace_all(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
-    options: WriteOptions, batch_id: str,
+    options: WriteOptions, batch_id: str, branch: str = MAIN_BRANCH,
 ) -> tuple[int, bool]:
     """Atomically swap every data file of the table for the batch (history is kept).
     Returns (rows, whether the files were registered zero-copy)."""
     footers = as_is_footers(files, target, table) if options.zero_copy else None
     if footers is not None:
         name_mapped(tx)
-    with tx.update_snapshot(snapshot_properties=props).overwrite() as producer:
-        if table.current_snapshot() is not None:
-            for task in table.scan().plan_files():
+    with tx.update_snapshot(snapshot_properties=props, branch=branch).overwrite() as producer:
+        base = _head_id(table, branch)
+        if base is not None:
+            for task in table.scan(snapshot_id=base).plan_files():
                 producer.delete_data_file(task.file)
         if footers is not None:
             return add_as_is(tx, table, producer, files, footers, batch_id, options), True
@@ -159,7 +175,7 @@ def _winners(
 
 def merge_into(
     tx: Transaction, table: Table, files: Sequence[SourceFile], target: pa.Schema, props: dict[str, str],
-    event: FileEvent, options: WriteOptions, batch_id: str, extra_keys: pa.Table | None = None,
+    event: FileEvent, options: WriteOptions, batch_id: str, extra_keys: pa.Table | None = None, branch: str = MAIN_BRANCH,
 ) -> tuple[int, bool]:
     """Upsert by primary key (last row per key wins) or delete-insert by merge key; rows
     flagged by a ``hard_delete`` column delete their key and are not inserted. Keys-only
@@ -181,10 +197,11 @@ def merge_into(
     footers = as_is_footers(files, target, table) if options.zero_copy and every_row else None
     if footers is not None:
         name_mapped(tx)
-    producer = MergeOnReadFiles(transaction=tx, io=table.io, snapshot_properties=props)
+    producer = MergeOnReadFiles(transaction=tx, io=table.io, snapshot_properties=props, branch=branch)
+    base = _head_id(table, branch)
     with producer:
-        if table.current_snapshot() is not None and keys.num_rows:
-            tasks = list(table.scan(row_filter=_key_range(keys)).plan_files())
+        if base is not None and keys.num_rows:
+            tasks = list(table.scan(row_filter=_key_range(keys), snapshot_id=base).plan_files())
             for data_file, positions in _replaced(table, tasks, keys, options.merge_batch_size):
                 producer.append_data_file(write_position_deletes(table, data_file, positions, producer.commit_uuid))
         if footers is not None:

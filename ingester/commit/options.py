@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from ingester.events import FileEvent
 from ingester.settings import DEFAULT_MERGE_BATCH_SIZE, DEFAULT_WRITE_CHUNK_BYTES, CommitSettings
@@ -13,7 +14,8 @@ class WriteOptions:
     """The write settings of ``CommitSettings`` (same names, same meanings), plus
     ``verify_files``: decode every page of a file before registering it as-is (off only for
     files this process just wrote, e.g. a dlt load package); ``trust_verified``
-    (``commit.verify_pages = "unverified"``): not the files whose producer decoded them."""
+    (``commit.verify_pages = "unverified"``): not the files whose producer decoded them. ``table_properties``: see
+    ``properties_for``."""
 
     strict_casting: bool = False
     zero_copy: bool = True
@@ -27,6 +29,16 @@ class WriteOptions:
     def must_verify(self, event: FileEvent) -> bool:
         """Decode every page of ``event``'s file before registering it as-is?"""
         return self.verify_files and not (self.trust_verified and event.verified)
+    table_properties: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def properties_for(self, table: str) -> dict[str, str]:
+        """The table properties for ``table`` (``ns.table``): ``*``'s, then the table name's,
+        then ``ns.table``'s, each overriding the one before."""
+        name = table.rpartition(".")[2]
+        out: dict[str, str] = {}
+        for key in ("*", name, table):
+            out.update(self.table_properties.get(key, {}))
+        return out
 
     @classmethod
     def from_settings(cls, settings: CommitSettings, read_concurrency: int = 8) -> WriteOptions:
@@ -37,4 +49,5 @@ class WriteOptions:
             merge_batch_size=settings.merge_batch_size,
             trust_verified=settings.verify_pages == "unverified",
             read_concurrency=read_concurrency,
+            table_properties=settings.table_properties,
         )

@@ -3,13 +3,14 @@ dlt resource, the way dlt-iceberg 0.6.4 spells them.
 
 The adapter sets the column hints the commit path reads when it creates a table
 (``x-partition: true``, ``x-partition-transform``, ``x-partition-name``); an existing table
-keeps its spec. Transforms: ``identity``, ``year``, ``month``, ``day``, ``hour``,
+whose spec differs evolves to the hinted one (``ingester.commit.layout``). Transforms: ``identity``, ``year``, ``month``, ``day``, ``hour``,
 ``bucket[N]``, ``truncate[N]``; a column given without one gets ``month`` (timestamp / date)
 or ``identity`` (anything else).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -18,6 +19,8 @@ import dlt
 from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.extract import DltResource, DltSource
 
+from ingester.events import BRANCH_HINT, PROPERTIES_HINT
+from ingester.settings import BRANCH_PATTERN
 from ingester.partitioning import NAME_HINT, PARTITION_HINT, TRANSFORM_HINT, parse_transform
 
 
@@ -129,9 +132,19 @@ def _resource_for(data: Any) -> DltResource:
     return cast(DltResource, dlt.resource(data, name="content"))
 
 
-def iceberg_adapter(data: Any, partition: PartitionArg | None = None) -> DltResource:
+def iceberg_adapter(
+    data: Any, partition: PartitionArg | None = None, branch: str | None = None,
+    table_properties: Mapping[str, str] | None = None,
+) -> DltResource:
     """Mark ``data`` (a resource, a one-resource source, or raw data to wrap) for Iceberg
     partitioning and return the resource.
+
+    ``branch``: the table branch the resource's loads commit to (write-audit-publish: created
+    from ``main`` when missing, published with ``ingester branch publish``); a table hint
+    (``x-iceberg-branch``) on the resource's table; its nested tables follow it, dlt's own
+    tables stay on ``main``. ``table_properties``: Iceberg table properties of the resource's
+    table and its nested tables (``x-iceberg-table-properties``), set on create and whenever
+    they differ (``write.parquet.compression-codec``, ``write.target-file-size-bytes``...).
 
     ``partition``: a column name, a ``PartitionTransform`` (``iceberg_partition.month("ts",
     "event_month")``), a ``(column, transform)`` pair, a list of these, or a mapping
@@ -139,6 +152,12 @@ def iceberg_adapter(data: Any, partition: PartitionArg | None = None) -> DltReso
     unknown transform.
     """
     resource = _resource_for(data)
+    if branch is not None:
+        if not re.match(BRANCH_PATTERN, branch):
+            raise ValueError(f"branch {branch!r} is not a valid branch name")
+        resource.apply_hints(additional_table_hints={BRANCH_HINT: branch})
+    if table_properties:
+        resource.apply_hints(additional_table_hints={PROPERTIES_HINT: {str(k): str(v) for k, v in table_properties.items()}})
     if partition is None or (not isinstance(partition, (str, PartitionTransform)) and not partition):
         return resource
     resource.apply_hints(columns=cast(TTableSchemaColumns, partition_hints(partition)))

@@ -60,6 +60,7 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
 from pyiceberg.table import Table
 
 from ingester.batch import Batch, Pending, TableRef
+from ingester.branches import MAIN
 from ingester.commit.committer import CommitResult, LoadedBatch, SnapshotCommitter, commit_with_retries
 from ingester.commit.options import WriteOptions
 from ingester.dlt.configuration import DLT_TABLE_PREFIX, IcebergClientConfiguration
@@ -68,7 +69,7 @@ from ingester.dlt.package import parent_row_ids
 from ingester.dlt.registration import register_tables
 from ingester.dlt.sql_client import IcebergSqlClient
 from ingester.errors import TerminalError, is_auth_failure
-from ingester.events import FileEvent
+from ingester.events import BRANCH_HINT, PROPERTIES_HINT, FileEvent
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.deletes import equality_deletes_as_positions, has_equality_deletes
 from ingester.publish import event_id, file_event, table_hints
@@ -86,14 +87,15 @@ def _one_of(column: str, values: list[Any]) -> BooleanExpression:
     return In(column, values)  # type: ignore[call-arg]  # pydantic model signature
 
 
-def _snapshot_before(table: Table, load_id: str) -> int | None:
-    """The snapshot ``table`` had before the commit of dlt load ``load_id`` (the current one
-    while no snapshot carries that load's marker)."""
+def _snapshot_before(table: Table, load_id: str, branch: str = MAIN) -> int | None:
+    """The snapshot ``table`` had before the commit of dlt load ``load_id`` (the head of
+    ``branch``, or of ``main`` that a missing branch is made from, while no snapshot carries
+    that load's marker)."""
     for snapshot in table.metadata.snapshots:
         summary = snapshot.summary.additional_properties if snapshot.summary else {}
         if load_id in json.loads(summary.get(mk.LOAD_IDS, "[]")):
             return snapshot.parent_snapshot_id
-    current = table.current_snapshot()
+    current = table.snapshot_by_name(branch) or table.current_snapshot()
     return current.snapshot_id if current else None
 
 
@@ -174,6 +176,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
                 strict_casting=self.config.strict_casting,
                 merge_batch_size=self.config.merge_batch(),
                 verify_files=False,  # dlt's normalizer just wrote these files in this load package
+                table_properties=self._table_properties(),
             ),
             fail_on_reject=True,
             table_location=lambda ref: self.config.table_location(ref.namespace, ref.name),
@@ -187,6 +190,22 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             return fn()
 
         return _run(lambda: policy.run(attempt, what=what))
+
+    def _table_properties(self) -> dict[str, dict[str, str]]:
+        """Iceberg table properties per table from the ``PROPERTIES_HINT`` of its root table."""
+        out = {}
+        for name in self.schema.tables:
+            props: Any = self.schema.tables[self._root(name)].get(PROPERTIES_HINT)
+            if props:
+                out[name] = {str(k): str(v) for k, v in props.items()}
+        return out
+
+    def branch_of(self, table_name: str) -> str:
+        """The branch a table's loads commit to: its root table's ``BRANCH_HINT`` (a nested
+        table goes with its parent), else ``main``."""
+        if table_name not in self.schema.tables:
+            return MAIN
+        return str(self.schema.tables[self._root(table_name)].get(BRANCH_HINT) or MAIN)
 
     def _root(self, table_name: str) -> str:
         parent = self.schema.tables[table_name].get("parent")
@@ -220,7 +239,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             iceberg = self.load_table(root)
         except DestinationUndefinedEntity:
             return []
-        before = _snapshot_before(iceberg, load_id)
+        before = _snapshot_before(iceberg, load_id, self.branch_of(root))
         if before is None:
             return []
         wanted = pa.concat_tables([pq.read_table(p, columns=names) for p in files]).group_by(names).aggregate([])
@@ -237,7 +256,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         """A batch without files that still names the table's merge key (delete-only merge);
         its one event is never read."""
         marker = FileEvent(table=name, namespace=self.namespace, data=b"", write_disposition=hints["write_disposition"],
-                           merge_key=tuple(hints["merge_key"]))
+                           merge_key=tuple(hints["merge_key"]), branch=hints["branch"])
         return Batch(self.table_ref(name), (Pending(marker),))
 
     def _commit(self, committer: SnapshotCommitter, batch: Batch, extra_delete_keys: pa.Table | None = None) -> CommitResult:
@@ -273,6 +292,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         ``package``). Blocks; retries transient errors; raises ``DestinationTerminalException``."""
         name = str(table["name"])
         hints = table_hints(dict(table))
+        hints["branch"] = hints["branch"] or self.branch_of(name)
         hard_delete = self.config.hard_delete_column
         if hard_delete and hard_delete in hints["columns"]:  # dlt-iceberg's: set (not null) deletes the key
             hints["columns"][hard_delete] = {**hints["columns"][hard_delete], "hard_delete": True}
@@ -378,10 +398,11 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             table = self.load_table(table_name)
         except DestinationUndefinedEntity:
             return
-        if table.current_snapshot() is not None:
+        branch = self.branch_of(table_name)
+        if table.snapshot_by_name(branch) is not None:
             log.info("truncating %s (replace without rows in this load)", self.table_ref(table_name))
             self._without_equality_deletes(table_name, lambda: self._retried(
-                lambda: table.refresh().delete(AlwaysTrue()), f"truncate {table_name}"))
+                lambda: table.refresh().delete(AlwaysTrue(), branch=branch), f"truncate {table_name}"))
 
     def is_storage_initialized(self) -> bool:
         try:

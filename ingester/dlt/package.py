@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dlt.common.schema.utils import fill_hints_from_parent_and_clone_table
 
-from ingester.events import FileEvent, WriteDisposition
+from ingester.events import BRANCH_HINT, FileEvent, WriteDisposition
 from ingester.publish import file_event, table_hints
 
 KEYS_FOLDER = "ingester_keys"
@@ -68,6 +68,11 @@ def _keys_file(package: Path, name: str, root: str, row_key: str, root_key: str,
     return path
 
 
+def _root_of(tables: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    parent = tables[name].get("parent")
+    return _root_of(tables, parent) if parent else tables[name]
+
+
 def load_events(
     package: Path, table: Mapping[str, Any], paths: Sequence[Path], load_id: str, namespace: str | None = None
 ) -> list[FileEvent]:
@@ -83,8 +88,9 @@ def load_events(
     keys = _keys_file(package, name, *nested, paths)
     key_columns = {k: v for k, v in hints["columns"].items() if k in pq.read_schema(keys).names}
     first = file_event(keys, name, load_id=load_id, namespace=namespace, write_disposition=WriteDisposition.MERGE,
-                       merge_key=[nested[2]], columns=key_columns, keys_only=True, written_here=True)
-    return [first, *(file_event(p, name, load_id=load_id, namespace=namespace, columns=hints["columns"], written_here=True) for p in paths)]
+                       merge_key=[nested[2]], columns=key_columns, keys_only=True, written_here=True, branch=hints["branch"])
+    return [first, *(file_event(p, name, load_id=load_id, namespace=namespace, columns=hints["columns"], written_here=True,
+                                branch=hints["branch"]) for p in paths)]
 
 
 def load_package_events(package: Path, namespace: str | None = None) -> Iterator[FileEvent]:
@@ -102,5 +108,6 @@ def load_package_events(package: Path, namespace: str | None = None) -> Iterator
         if link is not None and link[0] in files:
             files.setdefault(name, [])
     for name, paths in files.items():
-        table = fill_hints_from_parent_and_clone_table(tables, {**tables[name], "name": name})
+        filled = fill_hints_from_parent_and_clone_table(tables, {**tables[name], "name": name})
+        table = {**filled, BRANCH_HINT: _root_of(tables, name).get(BRANCH_HINT)}  # a nested table goes with its root
         yield from load_events(package, table, paths, package.name, namespace)

@@ -31,6 +31,8 @@ pyproject.toml: each is re-checked by the test suite on an upgrade.
   drop the stored arrow schema.
 - ``pyiceberg.io.pyarrow._ConvertToIcebergWithoutIDs`` (schemas): arrow -> Iceberg types the
   way ``add_files`` converts them.
+- ``DataFile._data`` (datafiles): the record position of ``sort_order_id`` (found once from a
+  ``DataFile.from_args``), to set it on the files pyiceberg's writer makes (it writes None).
 - ``Transaction._table``, ``Transaction._updates`` (transactions): the base metadata and the
   staged updates its ``table_metadata`` view is built from, to build it once per change.
 """

@@ -7,6 +7,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,9 +20,11 @@ from pyiceberg.io.pyarrow import (
 )
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.schema import Schema, sanitize_column_names
-from pyiceberg.table import Table, Transaction
+from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.sorting import SortDirection
 from pyiceberg.table.update.snapshot import _SnapshotProducer
+from pyiceberg.transforms import IdentityTransform
 
 SnapshotProducer = _SnapshotProducer
 """Any of pyiceberg's snapshot producers (fast append, overwrite, ours in ``producers``)."""
@@ -78,24 +81,73 @@ def as_is_data_file(
     )
 
 
+_SORT_ORDER_ID_POS = DataFile.from_args(sort_order_id=-7)._data.index(-7)
+"""Where a ``DataFile`` record keeps its ``sort_order_id`` (the property has no setter)."""
+
+
+def with_sort_order_id(data_file: DataFile, order_id: int) -> None:
+    """Mark ``data_file`` as written in sort order ``order_id`` (pyiceberg's writer leaves it None)."""
+    data_file[_SORT_ORDER_ID_POS] = order_id
+
+
+@dataclass(frozen=True, slots=True)
+class ArrowSort:
+    """A table sort order as arrow sort keys (identity transforms only; nulls last, as
+    pyiceberg's ``asc`` / ``desc`` record them)."""
+
+    order_id: int
+    keys: tuple[tuple[str, str], ...]
+
+    def apply(self, df: pa.Table) -> pa.Table:
+        return df.take(pc.sort_indices(df, sort_keys=[(name, order, "at_end") for name, order in self.keys]))
+
+
+def arrow_sort(metadata: TableMetadata) -> ArrowSort | None:
+    """The table's default sort order as ``ArrowSort`` (None: unsorted, or a field that is not a
+    plain column: a transform other than identity, a nested field)."""
+    order = metadata.sort_order()
+    if order.is_unsorted:
+        return None
+    schema, keys = metadata.schema(), []
+    for f in order.fields:
+        name = schema.find_column_name(f.source_id)
+        if name is None or "." in name or not isinstance(f.transform, IdentityTransform):
+            return None
+        keys.append((name, "descending" if f.direction == SortDirection.DESC else "ascending"))
+    return ArrowSort(order.order_id, tuple(keys))
+
+
 class DataFileWriter:
     """Writes arrow chunks as data files into one producer (unique names across calls).
 
     Encoding runs in a small thread pool while the caller reads the next chunk; at most
-    ``max_pending`` chunks wait, so memory stays bounded by (max_pending + 1) chunks.
+    ``max_pending`` chunks wait, so memory stays bounded by (max_pending + 1) chunks (twice
+    that for a sorted table: a chunk and its sorted copy). A table with a sort order
+    (``arrow_sort``) gets each chunk sorted and written as one file per partition (pyiceberg's
+    bin packing could interleave a chunk's slices), each carrying the ``sort_order_id``.
     """
 
     def __init__(self, tx: Transaction, table: Table, producer: SnapshotProducer, max_pending: int = 2) -> None:  # type: ignore[type-arg]
         self._tx, self._table, self._producer = tx, table, producer
         self._counter = itertools.count(0)
         self._max_pending = max_pending
+        self._sort = arrow_sort(tx.table_metadata)
         self.rows = 0
 
     def _encode(self, df: pa.Table, first: int) -> list[DataFile]:
-        return list(_dataframe_to_data_files(
-            table_metadata=self._tx.table_metadata, df=df, io=self._table.io,
+        metadata = self._tx.table_metadata
+        if self._sort is not None:
+            df = self._sort.apply(df)
+            whole = {**metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES: str(max(2 * df.nbytes, 1))}
+            metadata = metadata.model_copy(update={"properties": whole})
+        files = list(_dataframe_to_data_files(
+            table_metadata=metadata, df=df, io=self._table.io,
             write_uuid=self._producer.commit_uuid, counter=itertools.count(first),
         ))
+        if self._sort is not None:
+            for f in files:
+                with_sort_order_id(f, self._sort.order_id)
+        return files
 
     def write(self, chunks: Iterable[pa.Table]) -> None:
         pending: deque[Future[list[DataFile]]] = deque()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyiceberg.table import Table
+from pyiceberg.table.refs import MAIN_BRANCH
 from pyiceberg.table.snapshots import Snapshot
 
 from ingester.event_ids import EventIds
@@ -71,8 +72,11 @@ class MarkerCache:
         self._cache: dict[str, TableMarkers] = {}
         self._history = history
 
-    def read(self, key: str, table: Table) -> TableMarkers:
-        current = table.current_snapshot()
+    def read(self, key: str, table: Table, branch: str = MAIN_BRANCH) -> TableMarkers:
+        """The markers of ``branch``'s lineage (a branch's own commits and ``main``'s before it
+        was made: pyiceberg's duplicate checks look at ``main`` only)."""
+        current = table.snapshot_by_name(branch)
+        key = key if branch == MAIN_BRANCH else f"{key}@{branch}"
         cached = self._cache.get(key)
         if current is None:
             markers = TableMarkers()

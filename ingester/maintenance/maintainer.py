@@ -51,6 +51,7 @@ from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.utils.properties import property_as_int
 
 from ingester.errors import is_transient
+from ingester.branches import unpublished
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.datafiles import DataFileWriter
 from ingester.iceberg_layer.ledger import Ledger
@@ -169,8 +170,8 @@ class TableMaintainer:
         ``write.target-file-size-bytes`` of arrow memory (pyiceberg's own limit for one file).
         """
         snapshot = table.current_snapshot()
-        if snapshot is None:
-            return None
+        if snapshot is None or unpublished(table.metadata):
+            return None  # compacting main under a branch not published yet would make publishing it refused
         started = time.monotonic()
         tasks = list(table.scan(snapshot_id=snapshot.snapshot_id).plan_files())
         plan = plan_compaction(tasks, _live_delete_files(table, snapshot), table.metadata.default_spec_id, self.policy)

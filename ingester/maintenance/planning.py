@@ -20,6 +20,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.typedef import Record
 
+from ingester.branches import unpublished
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.ledger import sequence
 from ingester.settings import DEFAULT_MAX_SNAPSHOTS
@@ -66,7 +67,7 @@ def expirable_snapshots(metadata: TableMetadata, now_ms: int, policy: Maintenanc
     sequence number up to which the table's ledger holds every dedupe marker (-1: none)."""
     lineage = list(ancestors_of(metadata.current_snapshot(), metadata))
     keep = {s.snapshot_id for s in lineage[: max(policy.retain_last, _marker_depth(lineage) + 1)]}
-    keep |= {ref.snapshot_id for ref in metadata.refs.values()}
+    keep |= {ref.snapshot_id for ref in metadata.refs.values()} | unpublished(metadata)
     keep |= {s.snapshot_id for s in metadata.snapshots if sequence(s) > covered and _has_dedupe_markers(s)}
     over = len(metadata.snapshots) > policy.max_snapshots
     cutoff = now_ms - int(policy.expire_older_than_s * 1000)

@@ -247,3 +247,12 @@ def test_a_resumed_merge_with_extra_delete_keys_deletes_once(committer: Snapshot
     assert committer.commit(empty, parents).snapshot_id is not None
     assert table.refresh().scan().to_arrow().num_rows == 0
     assert committer.commit(empty, parents).snapshot_id is None
+
+
+def test_table_properties_come_from_star_then_the_table_name_then_ns_table() -> None:
+    from ingester.commit.options import WriteOptions
+
+    options = WriteOptions(table_properties={"*": {"a": "1", "b": "1"}, "events": {"b": "2", "c": "2"}, "ns.events": {"c": "3"}})
+    assert options.properties_for("ns.events") == {"a": "1", "b": "2", "c": "3"}
+    assert options.properties_for("other.events") == {"a": "1", "b": "2", "c": "2"}
+    assert options.properties_for("ns.t") == {"a": "1", "b": "1"}

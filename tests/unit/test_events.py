@@ -47,3 +47,11 @@ def test_invalid_events_name_the_field(raw: bytes, needle: str) -> None:
 def test_inline_bytes_count_as_size() -> None:
     raw = json.dumps({"table": "t", "data": base64.b64encode(b"12345").decode()}).encode()
     assert decode_event(raw).byte_size == 5
+
+
+def test_the_branch_travels_in_the_envelope_and_is_checked() -> None:
+    ev = FileEvent(table="t", location="s3://b/x.parquet", branch="audit")
+    assert decode_event(encode_event(ev)) == ev and b'"branch":"audit"' in encode_event(ev)
+    assert b"branch" not in encode_event(FileEvent(table="t", location="s3://b/x.parquet"))
+    with pytest.raises(InvalidEvent, match="branch"):
+        decode_event(b'{"v":1,"table":"t","location":"x","branch":"a b"}')

@@ -15,6 +15,7 @@ from pyiceberg.table import FileScanTask, Table
 from pyiceberg.typedef import Record
 
 from ingester.batch import Batch, Pending, TableRef
+from ingester.branches import publish
 from ingester.catalog import open_catalog
 from ingester.cli.tables import list_tables
 from ingester.commit import SnapshotCommitter
@@ -247,3 +248,21 @@ def _race(monkeypatch: pytest.MonkeyPatch, concurrent: Any) -> list[bool]:
 
     monkeypatch.setattr(TableMaintainer, "_chunks", racing)
     return done
+
+
+def test_unpublished_branch_snapshots_are_kept_and_main_is_not_compacted_under_them(
+    committer: SnapshotCommitter, tmp_path: Path
+) -> None:
+    for i in range(3):
+        commit(committer, tmp_path / "in", range(i, i + 1), i)
+    main = {s.snapshot_id for s in load(committer).metadata.snapshots}
+    for i in range(3, 6):
+        commit(committer, tmp_path / "in", range(i, i + 1), i, branch="audit")
+    table = load(committer)
+    on_branch = {s.snapshot_id for s in table.metadata.snapshots} - main
+    assert len(on_branch) == 3
+    now = table.metadata.snapshots[-1].timestamp_ms + 1
+    assert set(expirable_snapshots(table.metadata, now, policy(), covered=10**9)) & on_branch == set()
+    assert TableMaintainer(policy(min_input_files=2)).compact(table) is None  # 3 small files on main, but a branch is ahead
+    publish(table, "audit")
+    assert TableMaintainer(policy(min_input_files=2)).compact(table) is not None

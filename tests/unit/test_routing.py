@@ -32,3 +32,13 @@ def test_table_map_wins_and_may_name_only_a_table() -> None:
 def test_a_mapping_to_an_invalid_identifier_is_an_invalid_event(mapped: str) -> None:
     with pytest.raises(InvalidEvent, match="not a valid identifier"):
         route(FileEvent(table="orders"), table_map={"orders": mapped})
+
+
+def test_the_branch_is_the_events_own_then_the_routes_then_main() -> None:
+    router = Router(RoutingSettings.model_validate({"branches": {"orders": "audit", "shop.users": "qa"}}))
+    assert router.branched(FileEvent(table="orders"), TableRef("default", "orders")).branch == "audit"
+    assert router.branched(FileEvent(table="users"), TableRef("shop", "users")).branch == "qa"
+    assert router.branched(FileEvent(table="orders", branch="mine"), TableRef("default", "orders")).branch == "mine"
+    assert router.branched(FileEvent(table="other"), TableRef("default", "other")).branch == "main"
+    with pytest.raises(ValueError, match="not a valid branch name"):
+        RoutingSettings.model_validate({"branches": {"orders": "no spaces"}})

@@ -92,3 +92,11 @@ def test_offset_tracker_counts_what_is_in_flight_across_partitions_and_forgets()
     t.done([Position("b", 0)])
     t.forget(["b"])
     assert t.pending() == 0 and t.committable() == {"a": 100_000}
+
+
+def test_events_for_different_branches_never_share_a_batch() -> None:
+    ws = WindowSet(BatchLimits(max_files=10, max_rows=10**6, max_bytes=10**9, max_age_s=60), Clock())
+    assert ws.add(T1, item(branch="main")) == []
+    closed = ws.add(T1, item(off=1, branch="audit"))
+    assert [b.branch for b in closed] == ["main"]
+    assert [b.branch for b in ws.drain()] == ["audit"]
