@@ -135,6 +135,12 @@ class CommitSettings(_Section):
     strict_casting: bool = False
     merge_batch_size: int = Field(DEFAULT_MERGE_BATCH_SIZE, ge=1)
     zero_copy: bool = Field(True, description="register parquet files as-is when their schema fits")
+    atomic_multi_table: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: a dlt load's tables (data tables and dlt_loads) commit in one atomic commit on the SQL catalog "
+        "(one database transaction) and on REST catalogs serving POST /v1/{prefix}/transactions/commit, per table elsewhere; "
+        "off: per table. The daemon commits per table",
+    )
     write_chunk_bytes: int = Field(
         DEFAULT_WRITE_CHUNK_BYTES, ge=1024 * 1024,
         description="arrow bytes per rewritten data file (unpartitioned tables stream row groups; partitioned ones hold up to 3 such chunks)",

@@ -80,17 +80,18 @@ def test_a_bad_hint_fails_the_job_terminally_and_commits_nothing(tmp_path: Path)
     assert ("unit", "bad") not in client.catalog.list_tables("unit")
 
 
-def test_transient_commit_failures_are_retried_in_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transient_commit_failures_are_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the load's one commit (``complete_load``): every table of it is staged afresh."""
     calls: list[int] = []
-    apply = SnapshotCommitter.apply
+    apply_many = SnapshotCommitter.apply_many
 
-    def flaky(self: SnapshotCommitter, loaded: Any, extra_delete_keys: Any = None) -> Any:
+    def flaky(self: SnapshotCommitter, items: Any) -> Any:
         calls.append(1)
         if len(calls) <= 2:
             raise CommitFailedException("concurrent commit")
-        return apply(self, loaded, extra_delete_keys)
+        return apply_many(self, items)
 
-    monkeypatch.setattr(SnapshotCommitter, "apply", flaky)
+    monkeypatch.setattr(SnapshotCommitter, "apply_many", flaky)
     p = pipeline(tmp_path, max_retries=3, retry_backoff_base=1.0)
     p.run(items(5))
     assert sorted(r["id"] for r in rows(p, "items")) == list(range(5))
