@@ -102,10 +102,12 @@ class MultiTableCommit:
         when ``mode`` allows. Raises ``CommitFailedException`` (nothing of an atomic commit
         applied; for per-table commits, the tables before the failing one stay committed),
         ``CommitStateUnknownException`` and the catalog's other errors. Not retried here."""
-        changes = [TableChange.of(tx) for tx in transactions if tx._updates]
-        if not changes:
+        staged = [tx for tx in transactions if tx._updates]
+        if not staged:
             return
-        mode = self.mode if len(changes) > 1 else "per-table"
+        mode = self.mode if len(staged) > 1 else "per-table"
+        changes = [TableChange.of(tx) for tx in staged]
+        landed = 0
         try:
             if mode == "rest":
                 assert isinstance(self.catalog, RestCatalog)
@@ -117,9 +119,10 @@ class MultiTableCommit:
                 for change in changes:
                     _crash("staged")
                     change.table._do_commit(change.updates, change.requirements)
+                    landed += 1
                 _crash("committed")
         except CommitFailedException:
-            for tx in transactions:  # nothing of theirs landed: their manifests go
+            for tx in staged[landed:]:  # nothing of theirs landed: their manifests go
                 for producer in tx._snapshot_producers:
                     producer._clean_all_uncommitted()
             raise

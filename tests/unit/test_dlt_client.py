@@ -305,3 +305,23 @@ def test_a_refused_name_of_dlts_own_tables_names_the_option(tmp_path: Path, monk
         client.load_table("_dlt_loads")
     with pytest.raises(BadRequestError):
         client.load_table("_private")  # a user table: the catalog's answer as it is
+
+
+def test_the_load_commits_in_complete_load_unless_atomic_multi_table_is_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Atomic (the SQL catalog): the jobs commit nothing, ``complete_load`` commits every table
+    and ``_dlt_loads`` at once; ``off``: each table's job commits it (``commit_files``)."""
+    calls: list[str] = []
+    commit_files = IcebergJobClient.commit_files
+
+    def spy(self: IcebergJobClient, table: Any, *args: Any) -> Any:
+        calls.append(str(table["name"]))
+        return commit_files(self, table, *args)
+
+    monkeypatch.setattr(IcebergJobClient, "commit_files", spy)
+    for setting, per_job in (("auto", 0), ("off", 1)):
+        calls.clear()
+        p = pipeline(tmp_path / setting, atomic_multi_table=setting)
+        p.run(items(5))
+        assert calls.count("items") == per_job, setting
+        assert sorted(r["id"] for r in rows(p, "items")) == list(range(5))
+        assert len(rows(p, "_dlt_loads")) == 1
