@@ -47,6 +47,8 @@ from ingester.storage import FileReader
 log = logging.getLogger(__name__)
 
 TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
+PREPARE_THREADS = 4
+"""Tables of one ``apply_many`` staged at once (each writes its own data files)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +212,12 @@ class SnapshotCommitter:
         table's change is staged from its fresh markers first; a ``CommitFailedException``
         (nothing landed when atomic) goes to the caller's retry, which calls this again.
         Idempotent as ``apply``."""
-        prepared = [self.prepare(loaded, extra) for loaded, extra in items]
+        workers = min(len(items), PREPARE_THREADS)
+        if workers > 1:  # tables are independent until the commit: stage them side by side
+            with ThreadPoolExecutor(workers, thread_name_prefix="ingester-stage") as pool:
+                prepared = list(pool.map(lambda item: self.prepare(*item), items))
+        else:
+            prepared = [self.prepare(loaded, extra) for loaded, extra in items]
         self.multi.commit([p.transaction for p in prepared if p.transaction is not None])
         return [self._finish(p) for p in prepared]
 

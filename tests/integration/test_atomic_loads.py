@@ -162,7 +162,9 @@ def test_a_reader_polling_during_50_loads_never_sees_part_of_a_load(target: Targ
     mode = MultiTableCommit(target.catalog()).mode
     assert mode == target.kind  # rest / sql: atomic on both catalogs of the test stack
     assert poller.polls >= 50 and len(set(poller.moments)) >= 10, (poller.polls, len(set(poller.moments)))
-    assert partial_moments(target, poller) == []
+    partial = partial_moments(target, poller)
+    print(f"{target.kind}: {poller.polls} polls, {len(set(poller.moments))} distinct moments, {len(partial)} partial")
+    assert partial == []
     check_rows(target, 51)
     duck = target.duck_rows("parent__items")
     assert sorted(r["k"] for r in duck) == expected_items(51)
@@ -173,7 +175,9 @@ def test_per_table_commits_let_the_same_reader_see_part_of_a_load(target: Target
     """The check above can fail: with the fallback (``atomic_multi_table="off"``), the data
     tables commit in their jobs and ``dlt_loads`` after them, and the reader catches that."""
     poller = run_loads_while_polling(target, 20, atomic_multi_table="off")
-    assert partial_moments(target, poller), f"{poller.polls} polls saw no partial load"
+    partial = partial_moments(target, poller)
+    print(f"{target.kind} (off): {poller.polls} polls, {len(set(poller.moments))} distinct moments, {len(partial)} partial")
+    assert partial, f"{poller.polls} polls saw no partial load"
     check_rows(target, 21)
 
 
