@@ -7,8 +7,11 @@ the single commit, streaming the data in bounded chunks. A batch without rows co
 nothing, except a replace (its load still empties the table) and a merge with keys to
 delete. ``apply`` is safe to call again after any failure: it re-reads the markers first and
 re-reads the (replayable) files. Both block: run them in threads.
-``commit_with_retries`` is the one async path that does both under a retry policy (the
-engine's workers and the dlt destination use it).
+``apply_many`` does the same for batches of several tables (``prepare`` stages each one's
+snapshot, then ``iceberg_layer.multi_commit`` commits them all at once where the catalog can).
+``commit_with_retries`` is the async path that does read and apply under a retry policy (the
+engine's workers use it); ``commit_many_with_retries`` the same for ``apply_many`` (the dlt
+destination: one commit per load).
 """
 
 from __future__ import annotations
