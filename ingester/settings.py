@@ -137,9 +137,9 @@ class CommitSettings(_Section):
     zero_copy: bool = Field(True, description="register parquet files as-is when their schema fits")
     atomic_multi_table: Literal["auto", "off"] = Field(
         "auto",
-        description="auto: a dlt load's tables (data tables and dlt_loads) commit in one atomic commit on the SQL catalog "
-        "(one database transaction) and on REST catalogs serving POST /v1/{prefix}/transactions/commit, per table elsewhere; "
-        "off: per table. The daemon commits per table",
+        description="auto: the tables of a dlt load (data tables and dlt_loads), and the batches of different tables waiting "
+        "together in one daemon worker, commit in one atomic commit on the SQL catalog (one database transaction) and on REST "
+        "catalogs serving POST /v1/{prefix}/transactions/commit, one table after another elsewhere; off: each table on its own",
     )
     write_chunk_bytes: int = Field(
         DEFAULT_WRITE_CHUNK_BYTES, ge=1024 * 1024,

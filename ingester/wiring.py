@@ -21,6 +21,7 @@ from ingester.commit.options import WriteOptions
 from ingester.deadletter import DeadLetterSink, FolderDeadLetters, KafkaDeadLetters
 from ingester.engine import CommitHook, Engine
 from ingester.iceberg_layer.ledger import Ledger
+from ingester.iceberg_layer.multi_commit import MultiTableCommit
 from ingester.maintenance.maintainer import TableMaintainer
 from ingester.maintenance.planning import MaintenancePolicy
 from ingester.maintenance.schedule import MaintenanceSchedule
@@ -57,6 +58,7 @@ def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
         group=group,
         options=WriteOptions.from_settings(settings.commit),
         ledger=Ledger(catalog),
+        multi_commit=MultiTableCommit(catalog, settings.commit.atomic_multi_table),
     )
 
 

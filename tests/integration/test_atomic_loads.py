@@ -272,3 +272,34 @@ def test_kill_9_at_each_point_of_the_commit_leaves_all_or_nothing(target: Target
 
 if __name__ == "__main__":
     child(Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]))
+
+
+# ---------------------------------------------------------------- the daemon
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("setting", ["auto", "off"])
+def test_the_daemon_commits_batches_of_tables_waiting_together_at_once(
+    any_catalog: CatalogUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    """One worker (``commit.workers=1``), a batch per file: while it commits, batches of the
+    other table queue behind it and go in one multi-table commit (``off``: one by one)."""
+    from tests.integration.test_engine import Env
+
+    staged: list[int] = []
+    commit = MultiTableCommit.commit
+
+    def counting(self: MultiTableCommit, transactions: Any) -> None:
+        staged.append(sum(1 for tx in transactions if tx._updates))
+        commit(self, transactions)
+
+    monkeypatch.setattr(MultiTableCommit, "commit", counting)
+    env = Env(tmp_path / "home", any_catalog.settings, any_catalog.s3,
+              {"workers": 1, "atomic_multi_table": setting}, max_batch_files=1)
+    for i in range(8):
+        for name in ("a", "b"):
+            env.publish(env.file({"id": pa.array([i * 2, i * 2 + 1], pa.int64())}), name)
+    stats = env.run()
+    assert stats.snapshots == 16 and sum(staged) == 16
+    assert max(staged) >= 2 if setting == "auto" else set(staged) == {1}, staged
+    for name in ("a", "b"):
+        assert [r["id"] for r in env.rows(name)] == list(range(16))
+        assert len(env.table(name).metadata.snapshots) == 8
