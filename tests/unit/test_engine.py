@@ -26,9 +26,9 @@ class SlowCommitter(SnapshotCommitter):
 
     delay_s = 0.05
 
-    def apply(self, loaded: LoadedBatch, extra_delete_keys: Any = None) -> Any:
+    def apply_many(self, items: Any) -> Any:  # ``apply`` too: it is ``apply_many`` of one batch
         time.sleep(self.delay_s)
-        return super().apply(loaded, extra_delete_keys)
+        return super().apply_many(items)
 
 
 def make_engine(tmp_path: Path, source: MemorySource, max_inflight: int, slow: bool = False, **limits: Any) -> Engine:
