@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from ingester.commit import LoadedBatch, SnapshotCommitter
+from ingester.commit import SnapshotCommitter
 from ingester.deadletter import MemoryDeadLetters
 from ingester.engine import Engine
 from ingester.retry import RetryPolicy
