@@ -33,7 +33,7 @@ from anyio.lowlevel import EventLoopToken, current_token
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ingester.batch import Batch, Pending, TableRef
-from ingester.commit.committer import CommitResult, SnapshotCommitter, commit_with_retries
+from ingester.commit.committer import CommitResult, SnapshotCommitter, commit_many_with_retries, commit_with_retries
 from ingester.deadletter import DeadLetter, DeadLetterSink
 from ingester.decoding import ALREADY_LOADED, Decoded, EnvelopeDecoder, MessageDecoder
 from ingester.events import InvalidEvent, encode_event
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WORKER_QUEUE_BATCHES = 4
+MAX_GROUP_BATCHES = WORKER_QUEUE_BATCHES + 1
+"""Batches of different tables one worker commits together at most (its queue and one held)."""
 FINAL_ACK_TIMEOUT_S = 5.0
 """After a stop with a timeout: how long the last offset commit may take (a broker that is away)."""
 
@@ -392,32 +394,65 @@ class Engine:
 
     # ------------------------------------------------------------ committing
     async def _worker(self, batches: MemoryObjectReceiveStream[Batch]) -> None:
+        held: deque[Batch] = deque()
         async with batches:
-            async for batch in batches:
-                result = await self._commit(batch)
-                if self.maintenance is not None and self.maintenance.is_due(batch.table, result.snapshots):
-                    # the table's own worker, between its batches: never races our commits to it; a stop's
-                    # deadline abandons a long round (its files are orphans at worst)
-                    await anyio.to_thread.run_sync(self.maintenance.run, batch.table, abandon_on_cancel=True)
+            while (first := held.popleft() if held else await _receive(batches)) is not None:
+                group = self._group_of(first, batches, held)
+                results = await self._commit(group)
+                for batch, result in zip(group, results):
+                    if self.maintenance is not None and self.maintenance.is_due(batch.table, result.snapshots):
+                        # the table's own worker, between its batches: never races our commits to it; a stop's
+                        # deadline abandons a long round (its files are orphans at worst)
+                        await anyio.to_thread.run_sync(self.maintenance.run, batch.table, abandon_on_cancel=True)
+
+    def _group_of(self, first: Batch, batches: MemoryObjectReceiveStream[Batch], held: deque[Batch]) -> list[Batch]:
+        """``first`` and the batches of other tables waiting behind it in this worker's queue,
+        committed together (atomically where the catalog can: ``commit.atomic_multi_table``).
+        Stops at a second batch of a table already in the group (held for the next group):
+        each table's batches stay in order. Alone with ``atomic_multi_table = off``."""
+        group = [first]
+        if self.committer.multi.setting == "off":
+            return group
+        tables = {first.table}
+        while len(group) < MAX_GROUP_BATCHES:
+            if held:
+                nxt = held.popleft()
+            else:
+                try:
+                    nxt = batches.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            if nxt.table in tables:
+                held.appendleft(nxt)
+                break
+            group.append(nxt)
+            tables.add(nxt.table)
+        return group
 
     def _retried(self, exc: BaseException) -> None:
         self._counts["retries"] += 1
         self.metrics.retries.labels(type(exc).__name__).inc()
 
-    async def _commit(self, batch: Batch) -> CommitResult:
+    async def _commit(self, group: list[Batch]) -> list[CommitResult]:
+        """Commit ``group`` (batches of different tables) in one commit, then dead-letter,
+        count, release and mark done what each batch covered."""
         started = time.monotonic()
-        result = await commit_with_retries(
-            self.committer, batch, self.retry, on_retry=self._retried, before_apply=lambda _: self._at("before-commit")
-        )
-        for r in result.rejected:
-            await self._dead_letter(DeadLetter(r.reason, encode_event(r.event), r.position, str(batch.table)), kind="rejected_file")
-        self._record(batch, result, time.monotonic() - started)
-        self._at("after-commit")
-        self.budget.release(batch.byte_size)
+        before = lambda _: self._at("before-commit")  # noqa: E731
+        if len(group) == 1:
+            results = [await commit_with_retries(self.committer, group[0], self.retry, on_retry=self._retried, before_apply=before)]
+        else:
+            results = await commit_many_with_retries(self.committer, [(b, None) for b in group], self.retry,
+                                                     on_retry=self._retried, before_apply=before)
+        for batch, result in zip(group, results):
+            for r in result.rejected:
+                await self._dead_letter(DeadLetter(r.reason, encode_event(r.event), r.position, str(batch.table)), kind="rejected_file")
+            self._record(batch, result, time.monotonic() - started)
+            self._at("after-commit")
+            self.budget.release(batch.byte_size)
+            self.tracker.done(batch.positions)
         self.metrics.inflight_bytes.set(self.budget.used)
-        self.tracker.done(batch.positions)
         self._progress.set()  # the consume loop acks, once per poll for all the batches committed meanwhile
-        return result
+        return results
 
     def _at(self, point: str) -> None:
         if self._hook is not None:
@@ -458,3 +493,11 @@ class Engine:
             self.tracker.mark_acked(offsets)
 
 
+
+
+async def _receive(batches: MemoryObjectReceiveStream[Batch]) -> Batch | None:
+    """The next batch, None once the stream is closed and empty."""
+    try:
+        return await batches.receive()
+    except anyio.EndOfStream:
+        return None

@@ -165,6 +165,12 @@ class CommitSettings(_Section):
         "unverified",
         description="which files registered as-is have every page decoded first: those whose producer did not (events without 'verified', e.g. bucket sources), or all",
     )
+    atomic_multi_table: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: the tables of a dlt load (data tables and dlt_loads), and the batches of different tables waiting "
+        "together in one daemon worker, commit in one atomic commit on the SQL catalog (one database transaction) and on REST "
+        "catalogs serving POST /v1/{prefix}/transactions/commit, one table after another elsewhere; off: each table on its own",
+    )
     write_chunk_bytes: int = Field(
         DEFAULT_WRITE_CHUNK_BYTES, ge=1024 * 1024,
         description="arrow bytes per rewritten data file (unpartitioned tables stream row groups; partitioned ones hold up to 3 such chunks)",

@@ -23,6 +23,7 @@ from ingester.decoding import build_decoder
 from ingester.deadletter import DeadLetterSink, FolderDeadLetters, KafkaDeadLetters
 from ingester.engine import CommitHook, Engine
 from ingester.iceberg_layer.ledger import Ledger
+from ingester.iceberg_layer.multi_commit import MultiTableCommit
 from ingester.maintenance.maintainer import TableMaintainer
 from ingester.maintenance.planning import MaintenancePolicy
 from ingester.maintenance.schedule import MaintenanceSchedule
@@ -59,6 +60,7 @@ def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
         group=group,
         options=WriteOptions.from_settings(settings.commit, settings.storage.read_concurrency),
         ledger=Ledger(catalog),
+        multi_commit=MultiTableCommit(catalog, settings.commit.atomic_multi_table),
     )
 
 

@@ -7,8 +7,11 @@ the single commit, streaming the data in bounded chunks. A batch without rows co
 nothing, except a replace (its load still empties the table) and a merge with keys to
 delete. ``apply`` is safe to call again after any failure: it re-reads the markers first and
 re-reads the (replayable) files. Both block: run them in threads.
-``commit_with_retries`` is the one async path that does both under a retry policy (the
-engine's workers and the dlt destination use it).
+``apply_many`` does the same for batches of several tables (``prepare`` stages each one's
+snapshot, then ``iceberg_layer.multi_commit`` commits them all at once where the catalog can).
+``commit_with_retries`` is the async path that does read and apply under a retry policy (the
+engine's workers use it); ``commit_many_with_retries`` the same for ``apply_many`` (the dlt
+destination: one commit per load).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import pyarrow as pa
@@ -40,6 +43,7 @@ from ingester.events import FileEvent, WriteDisposition
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.dictionaries import dictionary_encoded
 from ingester.iceberg_layer.ledger import Ledger, LedgerEntry
+from ingester.iceberg_layer.multi_commit import MultiTableCommit
 from ingester.iceberg_layer.transactions import transaction
 from ingester.partitioning import spec_for
 from ingester.retry import RetryPolicy
@@ -50,6 +54,8 @@ from ingester.storage import FileReader
 log = logging.getLogger(__name__)
 
 TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
+PREPARE_THREADS = 4
+"""Tables of one ``apply_many`` staged at once (each writes its own data files)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +89,16 @@ class CommitResult:
     """Snapshots the table holds after the commit (0 when nothing was committed)."""
 
 
-def _fail_on_conflict(table: Table) -> None:
-    """Make the next commit raise ``CommitFailedException`` when another writer committed
-    meanwhile, instead of pyiceberg rebasing it onto the new snapshot: a rebased snapshot keeps
-    the offset markers computed against the old parent (forgetting the other writer's offsets)
-    and skips the duplicate check. The caller's retry runs ``apply`` again from fresh markers.
-    Local to this table object; the table's properties in the catalog are not changed."""
-    props = {**table.metadata.properties, TableProperties.COMMIT_NUM_RETRIES: "0"}
-    table.metadata = table.metadata.model_copy(update={"properties": props})
+@dataclass(frozen=True, slots=True)
+class PreparedCommit:
+    """A batch staged for its commit: ``transaction`` holds its one snapshot (None: nothing to
+    commit, ``result`` is final); ``files`` are the ones it writes (for the ledger)."""
+
+    result: CommitResult
+    table: Table | None = None
+    transaction: Transaction | None = None
+    files: Sequence[SourceFile] = ()
+    branch: str = MAIN
 
 
 def _makes_table(f: SourceFile) -> bool:
@@ -146,18 +154,22 @@ class SnapshotCommitter:
         fail_on_reject: bool = False,
         table_location: Callable[[TableRef], str | None] | None = None,
         ledger: Ledger | None = None,
+        multi_commit: MultiTableCommit | None = None,
     ) -> None:
         """``fail_on_reject``: raise ``TerminalError`` instead of committing the rest when a file
         is set aside (all-or-nothing per batch, as a dlt load job needs). ``table_location``:
         where a table this committer creates goes (None: the catalog decides). ``ledger``: where
         committed event ids are kept for good, beside each table (the daemon's; None: the
-        snapshots' markers alone, as a dlt load needs, whose replays come within the load)."""
+        snapshots' markers alone, as a dlt load needs, whose replays come within the load).
+        ``multi_commit``: how ``apply_many`` commits several tables (default: atomically where
+        the catalog can)."""
         self.catalog = catalog
         self.reader = reader
         self.group = group
         self.options = options
         self.fail_on_reject = fail_on_reject
         self.ledger = ledger
+        self.multi = multi_commit or MultiTableCommit(catalog)
         self._markers = mk.MarkerCache(ledger.history if ledger is not None else None)
         self._lock = threading.Lock()
         self.table_location = table_location
@@ -206,15 +218,36 @@ class SnapshotCommitter:
         ``extra_delete_keys`` (merge only): more merge-key values whose rows are deleted, e.g.
         the parents of a dlt load for a nested table; with them a batch without files still
         deletes (``loaded.batch`` then names the table and its merge key, not files)."""
+        return self.apply_many([(loaded, extra_delete_keys)])[0]
+
+    def apply_many(self, items: Sequence[tuple[LoadedBatch, pa.Table | None]]) -> list[CommitResult]:
+        """``apply`` for batches of different tables, committed together: atomically across
+        the tables where the catalog can (``multi_commit``), else one after another. Every
+        table's change is staged from its fresh markers first; a ``CommitFailedException``
+        (nothing landed when atomic) goes to the caller's retry, which calls this again.
+        Idempotent as ``apply``."""
+        workers = min(len(items), PREPARE_THREADS)
+        if workers > 1:  # tables are independent until the commit: stage them side by side
+            with ThreadPoolExecutor(workers, thread_name_prefix="ingester-stage") as pool:
+                prepared = list(pool.map(lambda item: self.prepare(*item), items))
+        else:
+            prepared = [self.prepare(loaded, extra) for loaded, extra in items]
+        self.multi.commit([p.transaction for p in prepared if p.transaction is not None])
+        return [self._finish(p) for p in prepared]
+
+    def prepare(self, loaded: LoadedBatch, extra_delete_keys: pa.Table | None = None) -> PreparedCommit:
+        """Everything of ``apply`` but the commit: the table made or evolved, the files not
+        committed yet written into one staged snapshot of a transaction (None: nothing to
+        commit). Data and manifest files are written; no snapshot is visible."""
         ref = loaded.batch.table
         rejected = list(loaded.rejected)
         if not loaded.files:
             if extra_delete_keys is not None and extra_delete_keys.num_rows and not rejected:
                 return self._delete_only(loaded.batch, extra_delete_keys)
-            return CommitResult(ref, None, rejected=tuple(rejected))
+            return PreparedCommit(CommitResult(ref, None, rejected=tuple(rejected)))
         table = self._table(ref, loaded.files)
         if table is None:  # no file with rows to make the table from
-            return CommitResult(ref, None, rejected=tuple(rejected))
+            return PreparedCommit(CommitResult(ref, None, rejected=tuple(rejected)))
         branch = loaded.batch.branch
         ensure_branch(table, branch)
         state = self._markers.read(str(ref), table, branch)
@@ -231,41 +264,45 @@ class SnapshotCommitter:
                 raise TerminalError("; ".join(r.reason for r in rejected))
             props = self._properties(loaded.batch, [*todo, *empty], state)
             target = table_arrow_schema(table.schema())
+            tx = transaction(table)
             try:
-                _fail_on_conflict(table)
-                with transaction(table) as tx:
-                    rows, zero = self._write(tx, table, loaded.batch, todo, target, props, state, extra_delete_keys)
+                rows, zero = self._write(tx, table, loaded.batch, todo, target, props, state, extra_delete_keys)
             except BadFile as bad:
                 rejected.append(Rejected(bad.file.item.event, bad.file.item.position, str(bad)))
                 todo = [f for f in todo if f is not bad.file]
                 table.refresh()
                 continue
-            snap = head(table, branch)
-            log.info("committed %s%s: %d rows from %d files, snapshot %s", ref, "" if branch == MAIN else f"@{branch}", rows,
-                     len(todo), snap and snap.snapshot_id)
-            if snap is not None and branch == MAIN:  # the ledger follows main; a branch's markers stay in its snapshots
-                self._record(table, snap.snapshot_id, todo)
-            return CommitResult(ref, snap.snapshot_id if snap else None, rows, len(todo), duplicates, tuple(rejected), zero,
-                                len(table.metadata.snapshots))
-        return CommitResult(ref, None, duplicates=duplicates, rejected=tuple(rejected))
+            return PreparedCommit(CommitResult(ref, None, rows, len(todo), duplicates, tuple(rejected), zero), table, tx, todo,
+                                  branch)
+        return PreparedCommit(CommitResult(ref, None, duplicates=duplicates, rejected=tuple(rejected)))
 
-    def _delete_only(self, batch: Batch, keys: pa.Table) -> CommitResult:
+    def _finish(self, prepared: PreparedCommit) -> CommitResult:
+        """What landed, once ``prepared`` is committed; the ledger written."""
+        table, result = prepared.table, prepared.result
+        if table is None or prepared.transaction is None:
+            return result
+        branch = prepared.branch
+        snap = head(table, branch)
+        log.info("committed %s%s: %d rows from %d files, snapshot %s", result.table, "" if branch == MAIN else f"@{branch}",
+                 result.rows, result.files, snap and snap.snapshot_id)
+        if snap is not None and branch == MAIN:  # the ledger follows main; a branch's markers stay in its snapshots
+            self._record(table, snap.snapshot_id, prepared.files)
+        return replace(result, snapshot_id=snap.snapshot_id if snap else None, snapshots=len(table.metadata.snapshots))
+
+    def _delete_only(self, batch: Batch, keys: pa.Table) -> PreparedCommit:
         ref = batch.table
         try:
             table = self.catalog.load_table((ref.namespace, ref.name))
         except NoSuchTableError:
-            return CommitResult(ref, None)
+            return PreparedCommit(CommitResult(ref, None))
         branch = batch.branch
         ensure_branch(table, branch)
         if head(table, branch) is None:
-            return CommitResult(ref, None)
+            return PreparedCommit(CommitResult(ref, None))
         state = self._markers.read(str(ref), table, branch)
-        _fail_on_conflict(table)
-        with transaction(table) as tx:
-            self._write(tx, table, batch, [], table_arrow_schema(table.schema()),
-                        self._properties(batch, [], state), state, keys)
-        snap = head(table, branch)
-        return CommitResult(ref, snap.snapshot_id if snap else None)
+        tx = transaction(table)
+        self._write(tx, table, batch, [], table_arrow_schema(table.schema()), self._properties(batch, [], state), state, keys)
+        return PreparedCommit(CommitResult(ref, None), table, tx, branch=branch)
 
     def _new_files(self, files: Sequence[SourceFile], state: mk.TableMarkers) -> list[SourceFile]:
         """Files not committed before (by event id, or by offset), each event id once (the first
@@ -404,3 +441,27 @@ async def commit_with_retries(
         lambda: anyio.to_thread.run_sync(committer.apply, loaded, extra_delete_keys), what=f"commit {batch.table}",
         on_retry=on_retry,
     )
+
+
+async def commit_many_with_retries(
+    committer: SnapshotCommitter,
+    batches: Sequence[tuple[Batch | LoadedBatch, pa.Table | None]],
+    retry: RetryPolicy,
+    *,
+    on_retry: Callable[[BaseException], None] | None = None,
+    before_apply: Callable[[LoadedBatch], None] | None = None,
+) -> list[CommitResult]:
+    """``commit_with_retries`` for batches of different tables committed together
+    (``SnapshotCommitter.apply_many``; a ``LoadedBatch`` is taken as read). Each retry of the
+    commit refreshes every table and re-reads its markers, so what landed never lands twice."""
+    loaded: list[tuple[LoadedBatch, pa.Table | None]] = []
+    for item, extra in batches:
+        if isinstance(item, Batch):
+            batch = item
+            item = await retry.run(lambda: anyio.to_thread.run_sync(committer.read, batch), what=f"read {batch.table}",
+                                   on_retry=on_retry)
+        if before_apply is not None:
+            before_apply(item)
+        loaded.append((item, extra))
+    what = "commit " + ", ".join(str(b.batch.table) for b, _ in loaded)
+    return await retry.run(lambda: anyio.to_thread.run_sync(committer.apply_many, loaded), what=what, on_retry=on_retry)

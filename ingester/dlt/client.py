@@ -61,7 +61,7 @@ from pyiceberg.table import Table
 
 from ingester.batch import Batch, Pending, TableRef
 from ingester.branches import MAIN
-from ingester.commit.committer import CommitResult, LoadedBatch, SnapshotCommitter, commit_with_retries
+from ingester.commit.committer import CommitResult, LoadedBatch, SnapshotCommitter, commit_many_with_retries
 from ingester.commit.options import WriteOptions
 from ingester.dlt.configuration import DLT_TABLE_PREFIX, IcebergClientConfiguration
 from ingester.dlt.jobs import StagedFileJob, table_followups
@@ -72,6 +72,7 @@ from ingester.errors import TerminalError, is_auth_failure
 from ingester.events import BRANCH_HINT, PROPERTIES_HINT, FileEvent
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.deletes import equality_deletes_as_positions, has_equality_deletes
+from ingester.iceberg_layer.multi_commit import MultiTableCommit
 from ingester.publish import event_id, file_event, table_hints
 from ingester.storage import FileReader
 
@@ -119,7 +120,11 @@ class IcebergCommitJob(RunnableLoadJob):
         client = self._job_client
         assert isinstance(client, IcebergJobClient)
         package = Path(self._file_path).resolve().parent.parent  # <package>/started_jobs/<job>
-        client.commit_files(self._load_table, [Path(p) for p in paths if p], self._load_id, package)
+        files = [Path(p) for p in paths if p]
+        if client.commits_per_load:  # complete_load commits every table of the load at once
+            client.check_files(self._load_table, files, self._load_id, package)
+        else:
+            client.commit_files(self._load_table, files, self._load_id, package)
 
 
 class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpenTables):
@@ -136,6 +141,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         self._catalog: Catalog | None = None
         self._sql_client: SqlClientBase[Any] | None = None
         self._tables_with_jobs: set[str] = set()
+        self._multi: MultiTableCommit | None = None
 
     # ------------------------------------------------------------------ catalog
     @property
@@ -146,6 +152,19 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             name, props = self.config.resolved_catalog_name(), self.config.catalog_props()
             self._catalog = self._retried(lambda: load_catalog(name, **props), "open catalog")
         return self._catalog
+
+    @property
+    def multi(self) -> MultiTableCommit:
+        """How the tables of a load commit together (``atomic_multi_table``)."""
+        if self._multi is None:
+            self._multi = MultiTableCommit(self.catalog, self.config.atomic_setting())
+        return self._multi
+
+    @property
+    def commits_per_load(self) -> bool:
+        """The tables of a load (and ``_dlt_loads``) commit in one atomic commit, in
+        ``complete_load``; else each table's follow-up job commits it (the fallback)."""
+        return self._retried(lambda: self.multi.mode, "ask the catalog for multi-table commits") != "per-table"
 
     def table_ref(self, table_name: str) -> TableRef:
         return TableRef(self.namespace, self.config.physical_table_name(table_name))
@@ -180,6 +199,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             ),
             fail_on_reject=True,
             table_location=lambda ref: self.config.table_location(ref.namespace, ref.name),
+            multi_commit=self.multi,
         )
 
     def _retried(self, fn: Callable[[], T], what: str) -> T:
@@ -224,7 +244,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             return None
         files = sorted(package.glob(f"*/{root}.*.parquet"))
         ids = list(parent_row_ids(package, root, self._column("_dlt_id")).chunks)
-        ids += self._without_equality_deletes(root, lambda: self._replaced_root_ids(root, files, load_id))
+        ids += self._without_equality_deletes([root], lambda: self._replaced_root_ids(root, files, load_id))
         return pa.table({merge_key[0]: pa.chunked_array(ids, pa.string())})
 
     def _replaced_root_ids(self, root: str, files: Sequence[Path], load_id: str) -> list[pa.Array]:
@@ -260,8 +280,12 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         return Batch(self.table_ref(name), (Pending(marker),))
 
     def _commit(self, committer: SnapshotCommitter, batch: Batch, extra_delete_keys: pa.Table | None = None) -> CommitResult:
-        """Read, then apply with retries (``commit_with_retries``). A file the committer sets
-        aside (unreadable, schema conflict) fails the dlt job terminally; an unreadable one
+        """``_commit_many`` of one batch."""
+        return self._commit_many(committer, [(batch, extra_delete_keys)])[0]
+
+    def _commit_many(self, committer: SnapshotCommitter, items: Sequence[tuple[Batch | LoadedBatch, pa.Table | None]]) -> list[CommitResult]:
+        """Read, then apply together with retries (``commit_many_with_retries``). A file the
+        committer sets aside (unreadable, schema conflict) fails terminally; an unreadable one
         before anything is committed."""
 
         def refuse_rejected(loaded: LoadedBatch) -> None:
@@ -270,26 +294,29 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
 
         policy = self.config.retry_policy()
         try:
-            result = _run(lambda: commit_with_retries(
-                committer, batch, policy, extra_delete_keys=extra_delete_keys, before_apply=refuse_rejected
-            ))
-            if result.rejected:
-                raise TerminalError("; ".join(r.reason for r in result.rejected))
+            results = _run(lambda: commit_many_with_retries(committer, items, policy, before_apply=refuse_rejected))
+            for result in results:
+                if result.rejected:
+                    raise TerminalError("; ".join(r.reason for r in result.rejected))
         except TerminalError as exc:
             raise DestinationTerminalException(str(exc)) from exc
         except OSError as exc:
             if self.config.table_location_layout and is_auth_failure(exc):
+                refs = [item.table if isinstance(item, Batch) else item.batch.table for item, _ in items]
+                where = ", ".join(f"{r}: {self.config.table_location(r.namespace, r.name)}" for r in refs)
                 raise DestinationTerminalException(
-                    f"{batch.table}: the storage refuses writes at the location table_location_layout gives "
-                    f"({self.config.table_location(batch.table.namespace, batch.table.name)}): {exc}; catalogs that place "
-                    f"their tables themselves (S3 Tables) take no table_location_layout"
+                    f"the storage refuses writes at the locations table_location_layout gives ({where}): {exc}; "
+                    f"catalogs that place their tables themselves (S3 Tables) take no table_location_layout"
                 ) from exc
             raise
-        return result
+        return results
 
-    def commit_files(self, table: PreparedTableSchema, paths: Sequence[Path], load_id: str, package: Path) -> CommitResult:
-        """One idempotent snapshot for ``paths`` (parquet files of ``table`` in load package
-        ``package``). Blocks; retries transient errors; raises ``DestinationTerminalException``."""
+    def _load_batch(
+        self, table: PreparedTableSchema, paths: Sequence[Path], load_id: str, package: Path
+    ) -> tuple[Batch | LoadedBatch, pa.Table | None] | None:
+        """What the load commits to ``table``: the batch of ``paths`` (parquet files in load
+        package ``package``), or a delete-only batch (the nested table of a merge whose parents
+        changed), with the parent keys whose children go; None: nothing."""
         name = str(table["name"])
         hints = table_hints(dict(table))
         hints["branch"] = hints["branch"] or self.branch_of(name)
@@ -299,35 +326,84 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         events = [file_event(p, name, load_id=load_id, namespace=self.namespace, **hints) for p in paths]
         parents = self._parent_keys(table, hints["merge_key"], package, load_id)
         if not events and parents is None:
-            return CommitResult(self.table_ref(name), None)
+            return None
         if not events:
-            batch = self._delete_batch(name, hints)
-            return self._without_equality_deletes(name, lambda: self._retried(
-                lambda: self._committer().apply(LoadedBatch(batch, ()), parents), f"delete {batch.table}"))
-        batch = Batch(self.table_ref(name), tuple(Pending(e) for e in events))
-        result = self._without_equality_deletes(name, lambda: self._commit(self._committer(package), batch, parents))
-        log.info("%s: load %s: %d rows from %d files (%d already committed)", batch.table, load_id, result.rows, result.files, result.duplicates)
+            return LoadedBatch(self._delete_batch(name, hints), ()), parents
+        return Batch(self.table_ref(name), tuple(Pending(e) for e in events)), parents
+
+    def check_files(self, table: PreparedTableSchema, paths: Sequence[Path], load_id: str, package: Path) -> None:
+        """Fail the job (``DestinationTerminalException``) when a file of ``table`` cannot be
+        read or refused (the commit itself comes in ``complete_load``). Blocks."""
+        item = self._load_batch(table, paths, load_id, package)
+        if item is None or not isinstance(item[0], Batch):
+            return
+        batch = item[0]
+        loaded = self._retried(lambda: self._committer(package).read(batch), f"read {batch.table}")
+        if loaded.rejected:
+            raise DestinationTerminalException("; ".join(r.reason for r in loaded.rejected))
+
+    def commit_files(self, table: PreparedTableSchema, paths: Sequence[Path], load_id: str, package: Path) -> CommitResult:
+        """One idempotent snapshot for ``paths`` (parquet files of ``table`` in load package
+        ``package``). Blocks; retries transient errors; raises ``DestinationTerminalException``."""
+        name = str(table["name"])
+        item = self._load_batch(table, paths, load_id, package)
+        if item is None:
+            return CommitResult(self.table_ref(name), None)
+        result = self._without_equality_deletes([name], lambda: self._commit_many(self._committer(package), [item]))[0]
+        log.info("%s: load %s: %d rows from %d files (%d already committed)", result.table, load_id, result.rows, result.files,
+                 result.duplicates)
         self._apply_docs(table)
         return result
 
-    def _without_equality_deletes(self, table_name: str, fn: Callable[[], T]) -> T:
-        """``fn()``; when it fails on equality delete files in the table (pyiceberg cannot
-        plan those; dlt-iceberg merges with them), turn them into position deletes with the
-        same effect (one snapshot) and run ``fn`` again. Blocks."""
+    def _commit_load(self, load_id: str, loads: Batch) -> None:
+        """Every table of load ``load_id`` with its files (the follow-up jobs' references in
+        the load package) and the ``loads`` row, in one atomic commit (``multi_commit``):
+        a reader sees all of the load or none. Idempotent (each file's event id, the loads
+        row's marker), so a completion resumed after a crash commits nothing twice."""
+        from dlt.common.configuration.container import Container
+        from dlt.common.storages.load_package import LoadPackageStateInjectableContext
+
+        context = Container()[LoadPackageStateInjectableContext]
+        package = Path(context.storage.storage.make_full_path(context.storage.get_package_path(load_id))).resolve()
+        tables, items = [], []
+        for reference in sorted((package / "completed_jobs").glob("*.reference")):
+            table = self.prepare_load_table(ParsedLoadJobFileName.parse(reference.name).table_name)
+            paths = [Path(p) for p in ReferenceFollowupJobRequest.resolve_references(str(reference)) if p]
+            item = self._load_batch(table, paths, load_id, package)
+            if item is not None:
+                tables.append(table)
+                items.append(item)
+        items.append((loads, None))
+        names = [str(t["name"]) for t in tables]
+        results = self._without_equality_deletes(names, lambda: self._commit_many(self._committer(package), items))
+        for result in results:
+            log.info("%s: load %s: %d rows from %d files (%d already committed), snapshot %s", result.table, load_id,
+                     result.rows, result.files, result.duplicates, result.snapshot_id)
+        for table in tables:
+            self._apply_docs(table)
+
+    def _without_equality_deletes(self, table_names: Sequence[str], fn: Callable[[], T]) -> T:
+        """``fn()``; when it fails on equality delete files in one of ``table_names`` (pyiceberg
+        cannot plan those; dlt-iceberg merges with them), turn them into position deletes with
+        the same effect (one snapshot per table) and run ``fn`` again. Blocks."""
         try:
             return fn()
         except ValueError:
-            try:
-                healable = has_equality_deletes(self.load_table(table_name))
-            except DestinationUndefinedEntity:
-                healable = False
+            healable = [name for name in table_names if self._has_equality_deletes(name)]
             if not healable:
                 raise
-        ref = self.table_ref(table_name)
-        removed = self._retried(lambda: equality_deletes_as_positions(self.load_table(table_name), lambda _: {}),
-                                f"rewrite equality deletes of {ref}")
-        log.info("%s: %d equality delete files (dlt-iceberg's) rewritten as position deletes", ref, removed)
+        for name in healable:
+            ref = self.table_ref(name)
+            removed = self._retried(lambda: equality_deletes_as_positions(self.load_table(name), lambda _: {}),
+                                    f"rewrite equality deletes of {ref}")
+            log.info("%s: %d equality delete files (dlt-iceberg's) rewritten as position deletes", ref, removed)
         return fn()
+
+    def _has_equality_deletes(self, table_name: str) -> bool:
+        try:
+            return has_equality_deletes(self.load_table(table_name))
+        except DestinationUndefinedEntity:
+            return False
 
     def _apply_docs(self, table: PreparedTableSchema) -> None:
         """Carry dlt column ``description``s to the Iceberg field docs (a changed description
@@ -347,8 +423,8 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
 
         self._retried(update, f"docs of {table['name']}")
 
-    def _append_rows(self, table_name: str, rows: list[dict[str, Any]], arrow_schema: pa.Schema, marker: str) -> CommitResult:
-        """Append ``rows`` to a dlt system table, once per ``marker`` (an idempotent commit)."""
+    def _rows_batch(self, table_name: str, rows: list[dict[str, Any]], arrow_schema: pa.Schema, marker: str) -> Batch:
+        """A batch appending ``rows`` to a dlt system table, once per ``marker`` (its event id)."""
         buf = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema), buf)
         data = buf.getvalue()
@@ -360,7 +436,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             byte_size=len(data),
             event_id=event_id(None, table_name, marker, 0),
         )
-        return self._commit(self._committer(), Batch(self.table_ref(table_name), (Pending(event),)))
+        return Batch(self.table_ref(table_name), (Pending(event),))
 
     def _scan(self, table_name: str, row_filter: BooleanExpression = AlwaysTrue()) -> list[dict[str, Any]]:
         table = self.load_table(table_name)
@@ -401,7 +477,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         branch = self.branch_of(table_name)
         if table.snapshot_by_name(branch) is not None:
             log.info("truncating %s (replace without rows in this load)", self.table_ref(table_name))
-            self._without_equality_deletes(table_name, lambda: self._retried(
+            self._without_equality_deletes([table_name], lambda: self._retried(
                 lambda: table.refresh().delete(AlwaysTrue(), branch=branch), f"truncate {table_name}"))
 
     def is_storage_initialized(self) -> bool:
@@ -478,7 +554,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             ]
         )
         # no content marker: after a refresh drops a schema's rows, the same version is stored again
-        self._append_rows(schema.version_table_name, [row], arrow_schema, uuid.uuid4().hex)
+        self._commit(self._committer(), self._rows_batch(schema.version_table_name, [row], arrow_schema, uuid.uuid4().hex))
 
     def _schema_info(self, rows: list[dict[str, Any]]) -> StorageSchemaInfo | None:
         if not rows:
@@ -530,7 +606,8 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         return [*jobs, *table_followups(table_chain, completed_table_chain_jobs)]
 
     def complete_load(self, load_id: str) -> None:
-        """Record the load in ``_dlt_loads`` (idempotent: a resumed completion adds nothing)."""
+        """Record the load in ``_dlt_loads`` (idempotent: a resumed completion adds nothing),
+        in the one atomic commit of the load's tables where the catalog can (``_commit_load``)."""
         row = {
             self._column(C_DLT_LOADS_TABLE_LOAD_ID): load_id,
             self._column("schema_name"): self.schema.name,
@@ -547,7 +624,11 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
                 (self._column("schema_version_hash"), pa.string()),
             ]
         )
-        self._append_rows(self.schema.loads_table_name, [row], arrow_schema, f"{self.schema.name}:{load_id}")
+        loads = self._rows_batch(self.schema.loads_table_name, [row], arrow_schema, f"{self.schema.name}:{load_id}")
+        if self.commits_per_load:
+            self._commit_load(load_id, loads)
+        else:
+            self._commit(self._committer(), loads)
 
     # ------------------------------------------------------ open table access
     def get_open_table_catalog(self, table_format: TTableFormat, catalog_name: str | None = None) -> Catalog:

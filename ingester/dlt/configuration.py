@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import string
 from pathlib import Path
-from typing import Annotated, Any, Dict, Final, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Dict, Final, Optional
 from urllib.parse import urlparse
 
 from dlt.common.configuration import NotResolved, configspec
@@ -28,6 +28,9 @@ from pydantic import SecretStr
 from ingester.errors import is_transient
 from ingester.retry import RetryPolicy
 from ingester.settings import DEFAULT_MERGE_BATCH_SIZE, CatalogSettings, Settings
+
+if TYPE_CHECKING:
+    from ingester.iceberg_layer.multi_commit import AtomicSetting
 
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_RETRY_BACKOFF_BASE = 2.0
@@ -91,6 +94,10 @@ class IcebergClientConfiguration(DestinationClientDwhConfiguration):
     register_new_tables: bool = False
     """Register tables found under ``<warehouse>/<namespace>/`` (local warehouse) that the
     catalog does not list yet, before loading."""
+    atomic_multi_table: Optional[str] = None
+    """``auto``: the tables of a load (and ``_dlt_loads``) commit atomically where the catalog
+    can (SQL catalogs; REST catalogs with the multi-table commit endpoint); ``off``: per table.
+    None: the daemon's ``commit.atomic_multi_table`` (``INGESTER_COMMIT__ATOMIC_MULTI_TABLE``)."""
 
     def on_resolved(self) -> None:
         if not self.internal_table_prefix.rstrip("_"):
@@ -104,6 +111,8 @@ class IcebergClientConfiguration(DestinationClientDwhConfiguration):
                     f"table_location_layout {self.table_location_layout!r}: unknown placeholder "
                     f"{sorted(unknown)[0]!r} (use {{namespace}}, {{dataset_name}}, {{table_name}})"
                 )
+        if self.atomic_multi_table not in (None, "auto", "off"):
+            raise ConfigurationValueError(f"atomic_multi_table must be 'auto' or 'off', got {self.atomic_multi_table!r}")
         if self.register_new_tables and self.local_warehouse() is None:
             raise ConfigurationValueError(
                 "register_new_tables scans a local warehouse folder (a path or file:// URI of a SQL "
@@ -158,6 +167,11 @@ class IcebergClientConfiguration(DestinationClientDwhConfiguration):
             return location
         warehouse = self.warehouse_location() or ""
         return f"{warehouse.rstrip('/')}/{location}" if warehouse else location
+
+    def atomic_setting(self) -> AtomicSetting:
+        if self.atomic_multi_table is None:
+            return self.settings().commit.atomic_multi_table
+        return "off" if self.atomic_multi_table == "off" else "auto"
 
     def merge_batch(self) -> int:
         return self.merge_batch_size or DEFAULT_MERGE_BATCH_SIZE

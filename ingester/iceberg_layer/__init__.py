@@ -6,7 +6,8 @@ over ``thrift_compact``), ``producers`` (merge-on-read, compaction, delete manif
 ``deletes`` (position delete files), ``schemas`` (arrow -> Iceberg schemas), ``dictionaries``
 (arrow dictionaries through a rewrite), ``markers`` (idempotency markers in snapshot
 summaries, shared by commit and maintenance), ``ledger`` (the dedupe ledger table beside each
-data table), ``transactions`` (a transaction whose metadata view is built once per change).
+data table), ``transactions`` (a transaction whose metadata view is built once per change),
+``multi_commit`` (one atomic commit of several tables' transactions).
 
 Private pyiceberg names used, and why. They force the pin ``pyiceberg>=0.12.0,<0.13`` in
 pyproject.toml: each is re-checked by the test suite on an upgrade.
@@ -35,4 +36,16 @@ pyproject.toml: each is re-checked by the test suite on an upgrade.
   ``DataFile.from_args``), to set it on the files pyiceberg's writer makes (it writes None).
 - ``Transaction._table``, ``Transaction._updates`` (transactions): the base metadata and the
   staged updates its ``table_metadata`` view is built from, to build it once per change.
+- ``Transaction._table``, ``_updates``, ``_requirements``, ``_snapshot_producers`` and
+  ``_SnapshotProducer._clean_all_uncommitted`` (multi_commit): what a transaction stages, sent
+  in one multi-table commit; the manifests of a commit that did not land removed.
+- ``Table._do_commit`` (multi_commit): one table's staged change committed without pyiceberg's
+  retry loop (which rebuilds the snapshot without our markers).
+- ``RestCatalog._session``, ``_supported_endpoints``, ``pyiceberg.catalog.rest._RETRY_ARGS``,
+  ``pyiceberg.catalog.rest.response._handle_non_200_response`` (multi_commit): ``POST
+  /v1/{prefix}/transactions/commit`` on the catalog's authenticated session, its errors mapped
+  as ``commit_table`` maps them.
+- ``SqlCatalog._update_and_stage_table``, ``Catalog._write_metadata``,
+  ``Catalog._delete_old_metadata`` (multi_commit): the new metadata files of a SQL multi-table
+  commit, written before its one database transaction; old ones dropped as ``_do_commit`` does.
 """

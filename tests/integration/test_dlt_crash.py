@@ -1,6 +1,7 @@
 """Kill-and-resume: a dlt load of three tables SIGKILLed at random moments, then resumed by
 ``pipeline.load()`` in a new process, lands every row exactly once, one snapshot per table
-per load, over several cycles, on the embedded catalog and on the REST catalog.
+per load, over several cycles, on the embedded catalog and on the REST catalog; right after
+the kill the load is in all four tables (with ``dlt_loads``) or in none (atomic loads).
 
 This file is also the child program: ``python test_dlt_crash.py run|resume <workdir> <cycle>``
 with the target in ``$CRASH_TARGET`` (JSON).
@@ -191,6 +192,7 @@ def _kill_and_resume(spec: dict[str, Any], workdir: Path, kills: int, max_loads:
         else:
             killed += 1
             print(f"{note}: killed with {committed} of 4 tables committed")
+            assert committed in (0, 4), f"{note}: a partial load is visible ({committed} of 4 tables)"  # atomic
         resume = _spawn("resume", workdir, cycle, spec)
         lines = _wait_for(resume, "LOADED")
         assert lines[-1].startswith("LOADED pending=0 "), note

@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,13 @@ class RecordingCommitter:
         self.windows[str(loaded.batch.table)].add(loaded.batch.batch_id)
         time.sleep(self.delay_s)
         return self.inner.apply(loaded, extra_delete_keys)
+
+    def apply_many(self, items: Sequence[tuple[LoadedBatch, Any]]) -> list[CommitResult]:
+        """Batches of different tables waiting together in one worker (a multi-table commit)."""
+        for loaded, _ in items:
+            self.windows[str(loaded.batch.table)].add(loaded.batch.batch_id)
+        time.sleep(self.delay_s)
+        return self.inner.apply_many(items)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -80,17 +80,18 @@ def test_a_bad_hint_fails_the_job_terminally_and_commits_nothing(tmp_path: Path)
     assert ("unit", "bad") not in client.catalog.list_tables("unit")
 
 
-def test_transient_commit_failures_are_retried_in_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transient_commit_failures_are_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the load's one commit (``complete_load``): every table of it is staged afresh."""
     calls: list[int] = []
-    apply = SnapshotCommitter.apply
+    apply_many = SnapshotCommitter.apply_many
 
-    def flaky(self: SnapshotCommitter, loaded: Any, extra_delete_keys: Any = None) -> Any:
+    def flaky(self: SnapshotCommitter, items: Any) -> Any:
         calls.append(1)
         if len(calls) <= 2:
             raise CommitFailedException("concurrent commit")
-        return apply(self, loaded, extra_delete_keys)
+        return apply_many(self, items)
 
-    monkeypatch.setattr(SnapshotCommitter, "apply", flaky)
+    monkeypatch.setattr(SnapshotCommitter, "apply_many", flaky)
     p = pipeline(tmp_path, max_retries=3, retry_backoff_base=1.0)
     p.run(items(5))
     assert sorted(r["id"] for r in rows(p, "items")) == list(range(5))
@@ -304,3 +305,23 @@ def test_a_refused_name_of_dlts_own_tables_names_the_option(tmp_path: Path, monk
         client.load_table("_dlt_loads")
     with pytest.raises(BadRequestError):
         client.load_table("_private")  # a user table: the catalog's answer as it is
+
+
+def test_the_load_commits_in_complete_load_unless_atomic_multi_table_is_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Atomic (the SQL catalog): the jobs commit nothing, ``complete_load`` commits every table
+    and ``_dlt_loads`` at once; ``off``: each table's job commits it (``commit_files``)."""
+    calls: list[str] = []
+    commit_files = IcebergJobClient.commit_files
+
+    def spy(self: IcebergJobClient, table: Any, *args: Any) -> Any:
+        calls.append(str(table["name"]))
+        return commit_files(self, table, *args)
+
+    monkeypatch.setattr(IcebergJobClient, "commit_files", spy)
+    for setting, per_job in (("auto", 0), ("off", 1)):
+        calls.clear()
+        p = pipeline(tmp_path / setting, atomic_multi_table=setting)
+        p.run(items(5))
+        assert calls.count("items") == per_job, setting
+        assert sorted(r["id"] for r in rows(p, "items")) == list(range(5))
+        assert len(rows(p, "_dlt_loads")) == 1

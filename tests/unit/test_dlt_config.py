@@ -298,3 +298,16 @@ def test_import_is_lazy() -> None:
         "assert 'ingester.dlt.client' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_atomic_multi_table_follows_the_daemon_setting_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingester import iceberg
+
+    assert resolved(iceberg()).atomic_setting() == "auto"
+    monkeypatch.setenv("INGESTER_COMMIT__ATOMIC_MULTI_TABLE", "off")
+    assert resolved(iceberg()).atomic_setting() == "off"
+    assert resolved(iceberg(atomic_multi_table="auto")).atomic_setting() == "auto"
+    monkeypatch.setenv("DESTINATION__ICEBERG__ATOMIC_MULTI_TABLE", "auto")
+    assert resolved(iceberg()).atomic_setting() == "auto"
+    with pytest.raises(ConfigurationValueError, match="atomic_multi_table"):
+        resolved(iceberg(atomic_multi_table="always"))

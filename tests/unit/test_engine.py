@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from ingester.commit import LoadedBatch, SnapshotCommitter
+from ingester.commit import SnapshotCommitter
 from ingester.deadletter import MemoryDeadLetters
 from ingester.engine import Engine
 from ingester.retry import RetryPolicy
@@ -26,9 +26,9 @@ class SlowCommitter(SnapshotCommitter):
 
     delay_s = 0.05
 
-    def apply(self, loaded: LoadedBatch, extra_delete_keys: Any = None) -> Any:
+    def apply_many(self, items: Any) -> Any:  # ``apply`` too: it is ``apply_many`` of one batch
         time.sleep(self.delay_s)
-        return super().apply(loaded, extra_delete_keys)
+        return super().apply_many(items)
 
 
 def make_engine(tmp_path: Path, source: MemorySource, max_inflight: int, slow: bool = False, **limits: Any) -> Engine:
