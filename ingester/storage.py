@@ -38,34 +38,13 @@ def canonical(location: str) -> str:
         if "\x00" in path:
             raise LocationRefused(f"location {location!r} contains a NUL byte")
         try:
-            return Path(_resolved(path)).as_uri()
+            return Path(path).resolve().as_uri()  # lstat and readlink only: nothing outside the prefixes is opened
         except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
             raise LocationRefused(f"location {location!r} cannot be resolved: {exc}") from None
     if parsed.scheme in ("s3", "s3a"):
         key = posixpath.normpath("/" + unquote(parsed.path)).lstrip("/")
         return f"s3://{parsed.netloc}/{key}"
     raise LocationRefused(f"unsupported location scheme {parsed.scheme!r} in {location!r}")
-
-
-_PROC_FD = Path("/proc/self/fd").is_dir()
-
-
-def _resolved(path: str) -> str:
-    """``Path(path).resolve()``, asked of the kernel where it can (``O_PATH`` then the link in
-    ``/proc/self/fd``: two system calls, not an ``lstat`` per component); a missing file or
-    any other refusal takes ``resolve``'s own way, with its errors."""
-    if _PROC_FD:
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            return str(Path(path).resolve())
-        try:
-            real = os.readlink(f"/proc/self/fd/{fd}")
-        finally:
-            os.close(fd)
-        if real.startswith("/") and not real.endswith(" (deleted)"):
-            return real
-    return str(Path(path).resolve())
 
 
 DEFAULT_READ_CONCURRENCY = 8

@@ -34,7 +34,7 @@ def test_canonical_refuses_other_schemes_hosts_and_nul_bytes(location: str) -> N
 
 
 def test_canonical_local_paths_are_those_of_path_resolve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernel's answer (O_PATH + /proc/self/fd) and pathlib's agree, links and dots included."""
+    """Links and dots are resolved the way pathlib resolves them; a loop is refused."""
     real = tmp_path / "real" / "d"
     real.mkdir(parents=True)
     (real / "f.parquet").write_bytes(b"x")
