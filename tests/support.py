@@ -26,6 +26,16 @@ def write_parquet(folder: Path, table: pa.Table | Mapping[str, Sequence[Any]], n
     return path
 
 
+def flip_page_bytes(path: Path, column: int = 0) -> Path:
+    """``path`` with bytes flipped inside one column chunk's pages (its footer still reads)."""
+    raw = bytearray(path.read_bytes())
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(column)
+    at = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size // 2
+    raw[at:at + 16] = bytes(b ^ 0xA5 for b in raw[at:at + 16])
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def event_for(path: Path, table: str, **kw: Any) -> bytes:
     """JSON envelope for a local parquet file."""
     rows = pq.ParquetFile(path).metadata.num_rows

@@ -16,7 +16,7 @@ import pyarrow as pa
 from pyiceberg.catalog import load_catalog
 
 from ingester.sources.spool import SpoolQueue
-from tests.support import duckdb_rows, write_parquet
+from tests.support import duckdb_rows, flip_page_bytes, write_parquet
 
 INGESTER = str(Path(sys.executable).parent / "ingester")
 
@@ -64,25 +64,13 @@ def test_bad_settings_and_paths_are_clear_errors(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "nope.parquet" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def flipped(path: Path) -> Path:
-    """``path`` with bytes flipped inside its first column chunk's pages (the footer reads)."""
-    import pyarrow.parquet as pq
-
-    raw = bytearray(path.read_bytes())
-    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)
-    at = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size // 2
-    raw[at:at + 16] = bytes(b ^ 0xA5 for b in raw[at:at + 16])
-    path.write_bytes(bytes(raw))
-    return path
-
-
 def test_page_verification_follows_the_producer_and_verify_pages(tmp_path: Path) -> None:
     """``ingester publish`` decodes the file where it is (a corrupt one is refused there, nothing
     published); the daemon trusts its ``verified`` events, and with ``verify_pages=all`` decodes
     them again: a corrupt file then goes to the dead letters, the good one lands."""
     home, src = tmp_path / "home", tmp_path / "src"
     good = write_parquet(src, {"id": pa.array(range(6000), pa.int64())})
-    bad = flipped(write_parquet(src, {"id": pa.array(range(6000, 12000), pa.int64())}))
+    bad = flip_page_bytes(write_parquet(src, {"id": pa.array(range(6000, 12000), pa.int64())}))
     refused = cli(home, "publish", str(good), str(bad), "--table", "t", check=False)
     assert refused.returncode == 1 and bad.name in refused.stderr and "Traceback" not in refused.stderr
     assert "t" not in {k.split(".")[-1] for k in tables(home)}

@@ -28,7 +28,7 @@ from ingester.events import FileEvent, WriteDisposition
 from ingester.schema import normalize_schema, table_arrow_schema, to_iceberg
 from ingester.settings import CatalogSettings
 from ingester.storage import FileReader
-from tests.support import write_parquet
+from tests.support import flip_page_bytes, write_parquet
 
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
 
@@ -249,16 +249,6 @@ def test_float_columns_carry_nan_counts(catalog: Catalog, tmp_path: Path, option
     assert task.file.nan_value_counts == {ids["f"]: 2, ids["g"]: 0}
 
 
-def corrupt(path: Path) -> Path:
-    """Flip bytes inside the first column chunk's pages; the footer still reads."""
-    raw = bytearray(path.read_bytes())
-    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)
-    at = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size // 2
-    raw[at:at + 16] = bytes(b ^ 0xA5 for b in raw[at:at + 16])
-    path.write_bytes(bytes(raw))
-    return path
-
-
 @pytest.mark.parametrize(("verified", "options", "decoded"), [
     (False, WriteOptions(), True),
     (True, WriteOptions(), False),
@@ -268,7 +258,7 @@ def corrupt(path: Path) -> Path:
 def test_pages_are_decoded_unless_the_producer_did(catalog: Catalog, tmp_path: Path, verified: bool,
                                                    options: WriteOptions, decoded: bool) -> None:
     table = catalog.create_table(("ns", "c"), to_iceberg(SCHEMA))
-    path = corrupt(write_parquet(tmp_path / "in", pa.table({"id": list(range(5000)), "v": [str(i) for i in range(5000)]}, SCHEMA)))
+    path = flip_page_bytes(write_parquet(tmp_path / "in", pa.table({"id": list(range(5000)), "v": [str(i) for i in range(5000)]}, SCHEMA)))
     f = source(path, FileEvent(table="c", verified=verified))
     assert options.must_verify(f.item.event) is decoded
     if decoded:

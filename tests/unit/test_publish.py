@@ -13,7 +13,7 @@ import pytest
 from ingester.dlt.package import load_package_events
 from ingester.events import WriteDisposition, decode_event, encode_event
 from ingester.publish import Stager, event_id, file_event, publish, table_hints
-from tests.support import write_parquet
+from tests.support import flip_page_bytes, write_parquet
 
 
 class ListQueue:
@@ -114,11 +114,7 @@ def test_file_event_decodes_the_file_and_marks_it_verified(tmp_path: Path) -> No
     path = write_parquet(tmp_path, pa.table({"id": list(range(5000)), "v": [str(i) for i in range(5000)]}))
     event = file_event(path, "t")
     assert event.verified and decode_event(encode_event(event)).verified
-    raw = bytearray(path.read_bytes())
-    chunk = pq.ParquetFile(path).metadata.row_group(0).column(1)
-    at = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size // 2
-    raw[at:at + 16] = bytes(b ^ 0xA5 for b in raw[at:at + 16])
-    path.write_bytes(bytes(raw))
+    flip_page_bytes(path, column=1)
     with pytest.raises(ValueError, match=f"{path.name}: not a readable parquet file"):
         file_event(path, "t")
     assert file_event(path, "t", written_here=True).verified  # a dlt package's file: dlt wrote it, not decoded again
