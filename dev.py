@@ -62,6 +62,15 @@ def ensure_test_tools() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
 
 
+def _parallel(rest: list[str]) -> list[str]:
+    """One pytest worker per core (whole files to a worker, so a module's fixtures start once)
+    unless the caller chose ``-n`` or ``-p no:xdist`` themselves. Each worker starts its own test
+    servers on free ports; most tests wait on servers and subprocesses, so two cores do twice."""
+    if any(arg == "-n" or arg.startswith(("-n", "--numprocesses")) or arg == "no:xdist" for arg in rest):
+        return []
+    return ["-n", str(max(2, os.cpu_count() or 1)), "--dist", "loadfile"]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "bench"):
         print(__doc__)
@@ -73,7 +82,7 @@ def main(argv: list[str]) -> int:
         args = [str(VENV / "bin" / "ingester"), "demo", *rest]
     elif command == "test":
         ensure_test_tools()
-        args = [str(_python()), "-m", "pytest", *rest]
+        args = [str(_python()), "-m", "pytest", *_parallel(rest), *rest]
     else:
         args = [str(_python()), str(ROOT / "benchmarks" / "run.py"), *rest]
     return subprocess.run(args, cwd=ROOT if command != "demo" else Path.cwd(), env=env).returncode
