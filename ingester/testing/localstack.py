@@ -51,16 +51,28 @@ def free_port() -> int:
 
     Ports are in 15000-22767, so port+10000 stays below 55535 and below Linux's default ephemeral
     range (32768+). A port is never handed out twice per process, nor one that is another
-    handed-out port +/- 10000.
+    handed-out port +/- 10000. Under pytest-xdist each worker draws from its own slice of the
+    range (``PYTEST_XDIST_WORKER``), so servers two workers start at once never collide.
     """
+    low, high = _port_range()
     with _lock:
         for _ in range(1000):
-            port = random.randrange(15000, 22768)
+            port = random.randrange(low, high)
             if {port, port + 10000} & _reserved or not (port_free(port) and port_free(port + 10000)):
                 continue
             _reserved.update((port, port + 10000, port - 10000))
             return port
     raise RuntimeError("no free port pair found")
+
+
+def _port_range(low: int = 15000, high: int = 22768) -> tuple[int, int]:
+    """``[low, high)``, or this pytest-xdist worker's slice of it."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1):
+        return low, high
+    index, slices = int(worker[2:]) % int(count), int(count)
+    size = (high - low) // slices
+    return low + index * size, low + (index + 1) * size
 
 
 def port_free(port: int) -> bool:
@@ -199,9 +211,19 @@ class SeaweedServer:
         and every plain S3 bucket in ``buckets`` exists. Raises RuntimeError (with the log tail)
         on failure or timeout, after stopping the process. ``attached=False`` leaves it detached.
         """
+        if not ports:  # ports of our choosing: another process may take one first; choose again
+            for attempt in range(3):
+                try:
+                    return cls.start(data_dir, buckets=buckets, ports={name: free_port() for name in SEAWEED_PORTS},
+                                     timeout=timeout, attached=attached, notify_kafka=notify_kafka)
+                except RuntimeError as exc:
+                    if "address already in use" not in str(exc) or attempt == 2:
+                        raise
+                    log.warning("SeaweedFS lost a port to another process: starting it on other ports")
+        assert ports
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-        ports = dict(ports) if ports else {name: free_port() for name in SEAWEED_PORTS}
+        ports = dict(ports)
         weed = _binary("weed", Path(sys.executable).parent)
         cmd = [weed, f"-logdir={data_dir}", "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                "-admin.ui=false", "-webdav=false", "-master.telemetry=false", "-s3.port.lance=0",
