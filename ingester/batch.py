@@ -29,6 +29,14 @@ class Pending:
     shares_position: bool = False
     """One of several events of one message: the offset markers cannot tell whether it was
     committed (its event id does)."""
+    queued_at: float | None = None
+    """The message's ``timestamp`` (Unix seconds)."""
+
+    @property
+    def time_ms(self) -> int:
+        """The event's time in Unix milliseconds: its ``event_time``, else ``queued_at`` (-1: not known)."""
+        when = self.event.event_time if self.event.event_time is not None else self.queued_at
+        return int(when * 1000) if when is not None else -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -295,7 +295,8 @@ class Engine:
         for event in decoded.events:
             try:
                 table = self.router.route(event)
-                routed.append((Pending(self.router.branched(event, table), m.position, len(decoded.events) > 1), table))
+                routed.append((Pending(self.router.branched(event, table), m.position, len(decoded.events) > 1, m.timestamp),
+                               table))
             except InvalidEvent as exc:
                 invalid.append(exc)
         self.tracker.track(m.position, max(1, len(routed)))
@@ -473,6 +474,7 @@ class Engine:
             self.metrics.snapshots.labels(name).inc()
             self.metrics.bytes.labels(name).inc(batch.byte_size)
             self.metrics.commit_seconds.labels(name).observe(seconds)
+            self.metrics.freshness.committed(name, result.watermark_ms)
 
     async def _dead_letter(self, letter: DeadLetter, kind: str) -> None:
         log.warning("dead letter (%s): %s", kind, letter.reason)

@@ -8,7 +8,7 @@ The queue carries a JSON envelope (version 1)::
      "write_disposition": "append" | "replace" | "merge",
      "primary_key": ["id"], "merge_key": [], "keys_only": false, "verified": true,
      "columns": {"id": {"data_type": "bigint", "nullable": false, "primary_key": true}},
-     "branch": "audit"}
+     "branch": "audit", "event_time": 1732540000.5}
 
 Only ``table`` and one of ``location`` / ``data`` are required. ``event_id`` makes
 re-publishing the same file idempotent. ``columns`` are dlt column hints (``data_type``,
@@ -20,6 +20,10 @@ keys are deleted and the file's rows are not inserted (the dlt queue destination
 parents of a load this way to each nested table, ahead of the load's nested rows).
 ``branch``: the table branch the file is committed to (write-audit-publish; created from
 ``main`` when missing); without it the route's branch (``routing.branches``), else ``main``.
+``event_time``: when the file's data was made (Unix seconds; ``ingester publish`` and the dlt
+destinations set the file's modification time). The newest a snapshot covers is its watermark
+(``ingester.watermark-ms``); without it the queue's time of the message counts (Kafka's record
+timestamp, SQS's sent time, a listed object's last-modified time).
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ class FileEvent:
     (``ingester_queue``): with ``commit.verify_pages = "unverified"`` it is not decoded again."""
     branch: str | None = None
     """The table branch to commit to (None: the route's, else ``main``)."""
+    event_time: float | None = None
+    """When the data was made (Unix seconds); the table's watermark follows the newest."""
 
     def describe(self) -> str:
         """Short human name for errors and logs (never the inline payload)."""
@@ -106,6 +112,7 @@ class _Envelope(BaseModel):
     verified: bool = False
     columns: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=10_000)
     branch: str | None = Field(None, pattern=BRANCH_PATTERN)
+    event_time: float | None = Field(None, ge=0, allow_inf_nan=False)
 
     @field_validator("v")
     @classmethod
@@ -155,6 +162,7 @@ def decode_event(raw: bytes) -> FileEvent:
         keys_only=env.keys_only,
         verified=env.verified,
         branch=env.branch,
+        event_time=env.event_time,
     )
 
 
@@ -189,6 +197,7 @@ def encode_event(event: FileEvent) -> bytes:
         "merge_key": list(event.merge_key) or None,
         "columns": {k: dict(v) for k, v in event.columns.items()} or None,
         "branch": event.branch,
+        "event_time": event.event_time,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if event.write_disposition is not WriteDisposition.APPEND:

@@ -14,6 +14,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from ingester.freshness import Freshness
+
 DEAD_LETTER_KINDS = ("invalid_event", "rejected_file")
 """Created at 0, so that the first dead letter of a kind is an increase an alert can see."""
 SKIP_REASONS = ("already_loaded", "in_flight", "unroutable", "suffix", "unwatched")
@@ -73,6 +75,7 @@ class Metrics:
             "Age (by its mtime) of the oldest object discovered and not committed yet; 0 when none", ["source"],
             registry=r,
         )
+        self.freshness = Freshness(r)
         for kind in DEAD_LETTER_KINDS:
             self.dead_letters.labels(kind)
         self._lag_partitions: set[str] = set()

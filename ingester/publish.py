@@ -70,8 +70,10 @@ def file_event(
 ) -> FileEvent:
     """Event for a local parquet file (location set by ``Stager`` before publishing), marked
     ``verified``: every page is decoded here first, unless ``written_here`` (a dlt load
-    package's files, written by dlt's normalizer). Raises ``ValueError`` naming the file."""
-    size = path.stat().st_size
+    package's files, written by dlt's normalizer). Its ``event_time`` is the file's modification
+    time. Raises ``ValueError`` naming the file."""
+    stat = path.stat()
+    size = stat.st_size
     rows = _rows(path, decode=not written_here)
     return FileEvent(
         table=table,
@@ -88,6 +90,7 @@ def file_event(
         keys_only=keys_only,
         verified=True,
         branch=branch,
+        event_time=stat.st_mtime,
     )
 
 

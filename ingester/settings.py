@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULT_HOME = Path(".ingester")
@@ -181,6 +181,21 @@ class CommitSettings(_Section):
                     "(e.g. write.parquet.compression-codec, write.target-file-size-bytes, write.metadata.previous-versions-max, "
                     "write.metadata.delete-after-commit.enabled)",
     )
+    sort_orders: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="ns.table, event table or * -> the table's sort order, columns in order (\"ts\" ascending, \"ts desc\" "
+                    "descending); it wins over the files' sort hints (x-sort / sort). New rewritten and compacted files are sorted by it",
+    )
+
+    @field_validator("sort_orders")
+    @classmethod
+    def _sort_terms(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for table, terms in value.items():
+            for term in terms:
+                name, _, direction = term.strip().partition(" ")
+                if not name or direction.strip().lower() not in ("", "asc", "desc"):
+                    raise ValueError(f"sort order of {table!r}: {term!r} is not 'column', 'column asc' or 'column desc'")
+        return value
 
 
 class RoutingSettings(_Section):

@@ -87,6 +87,8 @@ class CommitResult:
     zero_copy: bool = False
     snapshots: int = 0
     """Snapshots the table holds after the commit (0 when nothing was committed)."""
+    watermark_ms: int = -1
+    """The table's watermark as the snapshot records it (``ingester.watermark-ms``; -1: none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +258,7 @@ class SnapshotCommitter:
         empty = [f for f in new if not f.rows]  # nothing to write; their markers go with the snapshot
         todo = self._evolve(table, [f for f in new if f.rows], rejected)
         evolve_partitioning(table, todo)
-        evolve_sort_order(table, todo)
+        evolve_sort_order(table, todo, self.options.sort_order_for(str(ref)))
         apply_properties(table, self.options.properties_for(str(ref)))
         bare = _commits_without_rows(loaded.batch, new, state, extra_delete_keys)
         while todo or bare:
@@ -272,8 +274,9 @@ class SnapshotCommitter:
                 todo = [f for f in todo if f is not bad.file]
                 table.refresh()
                 continue
-            return PreparedCommit(CommitResult(ref, None, rows, len(todo), duplicates, tuple(rejected), zero), table, tx, todo,
-                                  branch)
+            watermark = int(props.get(mk.WATERMARK, -1))
+            return PreparedCommit(CommitResult(ref, None, rows, len(todo), duplicates, tuple(rejected), zero, watermark_ms=watermark),
+                                  table, tx, todo, branch)
         return PreparedCommit(CommitResult(ref, None, duplicates=duplicates, rejected=tuple(rejected)))
 
     def _finish(self, prepared: PreparedCommit) -> CommitResult:
@@ -391,7 +394,8 @@ class SnapshotCommitter:
             if f.item.position is not None:
                 p = f.item.position
                 new_offsets[p.partition] = max(p.offset, new_offsets.get(p.partition, -1))
-        props = {mk.BATCH_ID: batch.batch_id, **state.offset_properties(self.group, new_offsets)}
+        newest = max((f.item.time_ms for f in files), default=-1)
+        props = {mk.BATCH_ID: batch.batch_id, **state.carried_properties(self.group, new_offsets, newest)}
         event_ids = sorted({f.item.event.event_id for f in files if f.item.event.event_id})
         load_ids = sorted({f.item.event.load_id for f in files if f.item.event.load_id})
         if event_ids:

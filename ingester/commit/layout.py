@@ -9,9 +9,9 @@ in one metadata commit. Old data files keep the spec they were written with (eve
 them by their own spec); new files get the new one. Files without partition hints leave the
 spec alone (an event without hints never unpartitions a table).
 
-Sort order: columns hinted ``x-sort`` (``true`` / ``"asc"`` / ``"desc"``) or dlt's ``sort``
-(``true``), in column order, become the table's sort order (``update_sort_order``, nulls
-last); the rewrite path and compaction sort what they write by it and mark the files with its
+Sort order: the table's ``commit.sort_orders`` terms, else the columns hinted ``x-sort`` (``true``
+/ ``"asc"`` / ``"desc"``) or dlt's ``sort`` (``true``) in column order, become the table's sort
+order (``update_sort_order``, nulls last); the rewrite path and compaction sort what they write by it and mark the files with its
 id (``ingester.iceberg_layer.datafiles.DataFileWriter``). Files without sort hints leave it.
 """
 
@@ -90,20 +90,34 @@ def sort_columns(columns: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, So
     return out
 
 
-def evolve_sort_order(table: Table, files: Sequence[SourceFile]) -> bool:
-    """Make the table's sort order the one the first file with sort hints names; True when it
-    changed. Raises ``SchemaConflict`` for a hinted column the table lacks."""
+def configured_columns(terms: Sequence[str]) -> list[tuple[str, SortDirection]]:
+    """(column, direction) of ``commit.sort_orders`` terms (``"ts"``, ``"ts asc"``, ``"ts desc"``;
+    checked by the settings)."""
+    out = []
+    for term in terms:
+        name, _, direction = term.strip().partition(" ")
+        out.append((name, SortDirection.DESC if direction.strip().lower() == "desc" else SortDirection.ASC))
+    return out
+
+
+def evolve_sort_order(table: Table, files: Sequence[SourceFile], configured: Sequence[str] = ()) -> bool:
+    """Make the table's sort order the ``configured`` one (``commit.sort_orders``: the operator's
+    choice wins, so hints and settings never take turns), else the one the first file with sort
+    hints names; True when it changed. Raises ``SchemaConflict`` for a sort column the table lacks."""
     hinted = next((f for f in files if sort_columns(f.item.event.columns)), None)
-    if hinted is None:
+    if configured and files:
+        wanted, where = configured_columns(configured), f"{files[0].describe()} (commit.sort_orders)"
+    elif hinted is not None:
+        wanted, where = sort_columns(hinted.item.event.columns), hinted.describe()
+    else:
         return False
-    wanted = sort_columns(hinted.item.event.columns)
     schema = table.schema()
     ids = []
     for name, direction in wanted:
         try:
             ids.append((schema.find_field(name).field_id, direction))
         except ValueError:
-            raise SchemaConflict(hinted.describe(), name, "sort column is not in the table") from None
+            raise SchemaConflict(where, name, "sort column is not in the table") from None
     have = [(f.source_id, f.direction) for f in table.sort_order().fields if isinstance(f.transform, IdentityTransform)]
     if have == ids and len(have) == len(table.sort_order().fields):
         return False

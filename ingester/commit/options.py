@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ingester.events import FileEvent
@@ -30,15 +30,23 @@ class WriteOptions:
         """Decode every page of ``event``'s file before registering it as-is?"""
         return self.verify_files and not (self.trust_verified and event.verified)
     table_properties: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    sort_orders: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def properties_for(self, table: str) -> dict[str, str]:
         """The table properties for ``table`` (``ns.table``): ``*``'s, then the table name's,
         then ``ns.table``'s, each overriding the one before."""
-        name = table.rpartition(".")[2]
         out: dict[str, str] = {}
-        for key in ("*", name, table):
+        for key in _keys(table):
             out.update(self.table_properties.get(key, {}))
         return out
+
+    def sort_order_for(self, table: str) -> tuple[str, ...]:
+        """The configured sort terms of ``table`` (``ns.table``): ``ns.table``'s, else the table
+        name's, else ``*``'s (``()``: none)."""
+        for key in reversed(_keys(table)):
+            if key in self.sort_orders:
+                return tuple(self.sort_orders[key])
+        return ()
 
     @classmethod
     def from_settings(cls, settings: CommitSettings, read_concurrency: int = 8) -> WriteOptions:
@@ -50,4 +58,10 @@ class WriteOptions:
             trust_verified=settings.verify_pages == "unverified",
             read_concurrency=read_concurrency,
             table_properties=settings.table_properties,
+            sort_orders=settings.sort_orders,
         )
+
+
+def _keys(table: str) -> tuple[str, str, str]:
+    """The settings keys naming ``ns.table``, least specific first."""
+    return ("*", table.rpartition(".")[2], table)

@@ -435,6 +435,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
             row_count=len(rows),
             byte_size=len(data),
             event_id=event_id(None, table_name, marker, 0),
+            event_time=datetime.now(timezone.utc).timestamp(),
         )
         return Batch(self.table_ref(table_name), (Pending(event),))
 

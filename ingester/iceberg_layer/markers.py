@@ -26,6 +26,9 @@ OFFSETS_PREFIX = "ingester.offsets."
 EVENT_IDS = "ingester.event-ids"
 LOAD_IDS = "ingester.load-ids"
 REPLACE_LOAD_ID = "ingester.replace-load-id"
+WATERMARK = "ingester.watermark-ms"
+"""The newest event time (Unix milliseconds) of the data the table holds, carried forward like the
+offsets (Iceberg's Kafka Connect sink has ``kafka.connect.vtts`` for the same question)."""
 DEDUPE_KEYS = (EVENT_IDS, REPLACE_LOAD_ID)
 """Markers read by the dedupe: a snapshot carrying one may go only once the ledger has it."""
 
@@ -47,6 +50,8 @@ class TableMarkers:
     offsets: dict[str, dict[str, int]] = field(default_factory=dict)
     event_ids: EventIds = field(default_factory=EventIds)
     replace_load_ids: set[str] = field(default_factory=set)
+    watermark_ms: int = -1
+    """The newest ``WATERMARK`` of the lineage (-1: none)."""
 
     def committed_offset(self, group: str, partition: str) -> int:
         return self.offsets.get(group, {}).get(partition, -1)
@@ -59,6 +64,15 @@ class TableMarkers:
             for part, off in new.items():
                 mine[part] = max(off, mine.get(part, -1))
         return {OFFSETS_PREFIX + g: json.dumps(p, sort_keys=True) for g, p in merged.items()}
+
+    def carried_properties(self, group: str | None, new: dict[str, int], newest_ms: int = -1) -> dict[str, str]:
+        """What every snapshot carries forward: ``offset_properties`` and the watermark, moved on
+        to ``newest_ms`` when that is newer (a watermark never moves back)."""
+        props = self.offset_properties(group, new)
+        watermark = max(self.watermark_ms, newest_ms)
+        if watermark >= 0:
+            props[WATERMARK] = str(watermark)
+        return props
 
 
 class MarkerCache:
@@ -119,4 +133,14 @@ class MarkerCache:
                 markers.event_ids.add(event_id)
             if REPLACE_LOAD_ID in summary:
                 markers.replace_load_ids.add(summary[REPLACE_LOAD_ID])
+            if WATERMARK in summary:
+                markers.watermark_ms = max(markers.watermark_ms, _millis(summary[WATERMARK]))
         return markers
+
+
+def _millis(value: str) -> int:
+    """A summary's watermark (another writer's malformed value counts as none)."""
+    try:
+        return int(value)
+    except ValueError:
+        return -1

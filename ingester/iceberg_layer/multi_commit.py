@@ -35,11 +35,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.catalog.rest import RestCatalog
+from pyiceberg.catalog.rest import AUTHORIZATION_HEADER, BEARER_PREFIX, TOKEN, RestCatalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
 from pyiceberg.table import CommitTableRequest, StagedTable, Table, TableIdentifier, Transaction
 from pyiceberg.table.update import AssertTableUUID, TableRequirement, TableUpdate
+from requests import PreparedRequest
+from requests.auth import AuthBase
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ class TableChange:
         *namespace, name = self.table.name()
         ident = TableIdentifier(namespace=namespace, name=name)  # type: ignore[arg-type]  # pydantic coerces the list
         return CommitTableRequest(identifier=ident, requirements=self.requirements, updates=self.updates)
+
+
+TABLE_TOKEN = TOKEN
+"""The key of a per-table token in a table's ``config`` (loadTable's response), as pyiceberg reads it."""
 
 
 def _crash(point: str) -> None:
@@ -107,11 +113,16 @@ class MultiTableCommit:
             return
         mode = self.mode if len(staged) > 1 else "per-table"
         changes = [TableChange.of(tx) for tx in staged]
+        tokens = {c.table.config.get(TABLE_TOKEN) for c in changes}
+        if mode == "rest" and len(tokens) > 1:  # one request has one Authorization: each table with its own
+            log.info("tables %s carry different table tokens: committed one after another",
+                     ", ".join(".".join(c.table.name()) for c in changes))
+            mode = "per-table"
         landed = 0
         try:
             if mode == "rest":
                 assert isinstance(self.catalog, RestCatalog)
-                _commit_rest(self.catalog, changes)
+                _commit_rest(self.catalog, changes, next(iter(tokens)))
             elif mode == "sql":
                 assert isinstance(self.catalog, SqlCatalog)
                 _commit_sql(self.catalog, changes)
@@ -160,7 +171,26 @@ def _rest_supports_transactions(catalog: RestCatalog) -> bool:
     return False
 
 
-def _commit_rest(catalog: RestCatalog, changes: Sequence[TableChange]) -> None:
+class _Bearer(AuthBase):
+    """A table's own token as the request's bearer. Passed as the request's ``auth`` it replaces
+    the session's auth manager, which would otherwise overwrite the header (so pyiceberg 0.12's
+    ``commit_table`` sends the session's token even where it sets the table's)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: PreparedRequest) -> PreparedRequest:
+        request.headers[AUTHORIZATION_HEADER] = f"{BEARER_PREFIX} {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "_Bearer(***)"
+
+
+def _commit_rest(catalog: RestCatalog, changes: Sequence[TableChange], table_token: str | None = None) -> None:
+    """``table_token``: the one per-table token (``config.token`` of loadTable) every table
+    carries, sent as the bearer the way pyiceberg's ``commit_table`` sends it; None: the
+    session's own auth."""
     from pyiceberg.catalog.rest import _RETRY_ARGS
     from pyiceberg.catalog.rest.response import _handle_non_200_response
     from requests import HTTPError
@@ -171,7 +201,8 @@ def _commit_rest(catalog: RestCatalog, changes: Sequence[TableChange]) -> None:
 
     @retry(**_RETRY_ARGS)  # type: ignore[call-overload, misc]  # pyiceberg's: an expired token is refreshed once
     def post(rest: RestCatalog) -> None:
-        response = rest._session.post(rest.url("transactions/commit"), data=body, headers={"Content-Type": "application/json"})
+        response = rest._session.post(rest.url("transactions/commit"), data=body, headers={"Content-Type": "application/json"},
+                                      auth=_Bearer(table_token) if table_token else None)
         try:
             response.raise_for_status()
         except HTTPError as exc:

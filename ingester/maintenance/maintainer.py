@@ -211,7 +211,7 @@ class TableMaintainer:
         return result
 
     def _properties(self, key: str, table: Table) -> dict[str, str]:
-        return {MAINTENANCE: "compact", **self._markers.read(key, table).offset_properties(None, {})}
+        return {MAINTENANCE: "compact", **self._markers.read(key, table).carried_properties(None, {})}
 
     def _chunks(self, table: Table, group: Sequence[FileScanTask], sizing: _OutputSizing) -> Iterator[pa.Table]:
         """The group's live rows in chunks of about one target file, and never more arrow

@@ -26,6 +26,9 @@ class Message:
     invalid: str | None = None
     """Set by a source that knows the message cannot become an event (a listed object that no
     route matches): the engine dead-letters it with this reason."""
+    timestamp: float | None = None
+    """The queue's time of the message (Unix seconds: Kafka's record timestamp, SQS's sent time,
+    a listed object's last-modified time); the time of its events that carry no ``event_time``."""
 
 
 RevokeCallback = Callable[[Collection[str]], Awaitable[None]]

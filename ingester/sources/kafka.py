@@ -189,7 +189,8 @@ class KafkaSource:
         consumer = await self._started()
         fetched = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         messages = [
-            Message(record.value or b"", Position(partition_name(tp), record.offset), record.key)
+            Message(record.value or b"", Position(partition_name(tp), record.offset), record.key,
+                    timestamp=record.timestamp / 1000 if record.timestamp is not None and record.timestamp >= 0 else None)
             for tp, records in fetched.items()
             for record in records
         ]

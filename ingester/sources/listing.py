@@ -311,7 +311,7 @@ class ListingSource:
             ref = found.listed.ref
             body = {"location": ref.location, "size": ref.size, "etag": ref.etag}
             return Message(json.dumps(body).encode(), position, invalid=found.unroutable)
-        return Message(encode_event(found.event), position)
+        return Message(encode_event(found.event), position, timestamp=found.listed.mtime_s)  # a listed object's time is its mtime
 
     def _measure_age(self) -> None:
         oldest = min((m for slots in self._inflight.values() for _, _, m in slots), default=None)

@@ -93,12 +93,14 @@ class SqsSource:
             await anyio.sleep(min(timeout_s, 0.05))
             return []
         reply = await self._request("receive", "receive_message", MaxNumberOfMessages=min(self._max, max_records),
-                                    WaitTimeSeconds=self._wait_s, VisibilityTimeout=self._visibility_s)
+                                    WaitTimeSeconds=self._wait_s, VisibilityTimeout=self._visibility_s,
+                                    AttributeNames=["SentTimestamp"])  # MessageSystemAttributeNames is newer than our botocore floor
         out = []
         for m in reply.get("Messages", []):
             offset, self._next = self._next, self._next + 1
             self._receipts[offset] = m["ReceiptHandle"]
-            out.append(Message(m.get("Body", "").encode(), Position(self.partition, offset), m.get("MessageId", "").encode()))
+            out.append(Message(m.get("Body", "").encode(), Position(self.partition, offset), m.get("MessageId", "").encode(),
+                               timestamp=_sent_s(m)))
         return out
 
     def pause(self) -> None:
@@ -141,3 +143,9 @@ class SqsSource:
         """Close the client. Idempotent."""
         self._client = None
         await self._stack.aclose()
+
+
+def _sent_s(message: dict[str, Any]) -> float | None:
+    """SQS's ``SentTimestamp`` (epoch ms) in Unix seconds, when the reply has it."""
+    sent = message.get("Attributes", {}).get("SentTimestamp")
+    return int(sent) / 1000 if sent is not None and str(sent).isdigit() else None

@@ -303,3 +303,56 @@ def test_the_daemon_commits_batches_of_tables_waiting_together_at_once(
     for name in ("a", "b"):
         assert [r["id"] for r in env.rows(name)] == list(range(16))
         assert len(env.table(name).metadata.snapshots) == 8
+
+
+# ---------------------------------------------------------------- per-table tokens (REST)
+def test_a_table_token_is_the_bearer_of_the_multi_table_commit(seaweed: Any, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A REST catalog may vend a token per table (``config.token`` of loadTable): the multi-table
+    commit sends it as the bearer (a wrong one is refused by SeaweedFS and nothing lands; the right
+    one lands both tables); tables with different tokens commit one after another, as pyiceberg
+    commits a table."""
+    from ingester.batch import Batch, Pending, TableRef
+    from ingester.catalog import open_catalog
+    from ingester.commit import SnapshotCommitter
+    from ingester.events import FileEvent
+    from ingester.settings import CatalogSettings
+    from ingester.storage import FileReader
+    from tests.support import rest_catalog_settings, write_parquet
+
+    ns = f"k{uuid.uuid4().hex[:8]}"
+    catalog = open_catalog(CatalogSettings(**rest_catalog_settings(seaweed)), tmp_path / "home")
+    committer = SnapshotCommitter(catalog, FileReader([tmp_path.as_uri()]))
+    assert committer.multi.mode == "rest"
+
+    def prepared(start: int) -> list[Any]:
+        out = []
+        for name in ("a", "b"):
+            path = write_parquet(tmp_path / "in", {"id": pa.array([start], pa.int64())})
+            event = FileEvent(name, location=str(path), byte_size=path.stat().st_size, event_id=f"{name}-{start}")
+            out.append(committer.prepare(committer.read(Batch(TableRef(ns, name), (Pending(event),)))))
+        return out
+
+    def ids(name: str) -> list[int]:
+        return sorted(catalog.load_table((ns, name)).scan().to_arrow().column("id").to_pylist())
+
+    committer.multi.commit([p.transaction for p in prepared(0)])
+    assert ids("a") == ids("b") == [0]
+
+    second = prepared(1)
+    for p in second:
+        p.table.config["token"] = "not-a-token-of-this-catalog"
+    with pytest.raises(Exception, match="(?i)unauthori|forbidden|401|403|token"):
+        committer.multi.commit([p.transaction for p in second])
+    assert ids("a") == ids("b") == [0]  # refused: the wrong table token was the bearer, nothing landed
+    for p in second:
+        p.table.config["token"] = seaweed.fetch_token()
+    committer.multi.commit([p.transaction for p in second])
+    assert ids("a") == ids("b") == [0, 1]
+
+    third = prepared(2)
+    third[0].table.config["token"] = seaweed.fetch_token()  # b keeps the session's auth
+    with caplog.at_level("INFO", logger="ingester.iceberg_layer.multi_commit"):
+        committer.multi.commit([p.transaction for p in third])
+    assert "carry different table tokens: committed one after another" in caplog.text
+    assert ids("a") == ids("b") == [0, 1, 2]

@@ -123,6 +123,36 @@ def test_sort_hints_set_the_sort_order_and_new_files_are_sorted_and_carry_its_id
     assert duckdb_rows(table, "SELECT count(*), count(DISTINCT id) FROM t", any_catalog.s3) == [(100, 100)]
 
 
+def test_a_sort_order_from_settings_acts_wins_over_hints_and_follows_a_change(
+    any_catalog: CatalogUnderTest, tmp_path: Path
+) -> None:
+    ns = f"o{uuid.uuid4().hex[:8]}"
+
+    def settings(order: dict[str, list[str]]) -> Settings:
+        return Settings(home=tmp_path / "home", catalog=any_catalog.settings, routing={"namespace": ns},
+                        commit={"sort_orders": order})
+
+    shuffled = [(i * 37) % 60 for i in range(60)]
+    data = lambda ids: pa.table({"id": pa.array(ids, pa.int64()), "v": [f"v{i % 3}" for i in ids]})  # noqa: E731
+    first_settings = settings({"*": ["id desc"]})
+    publish(first_settings, data(shuffled[:30]), {"v": {"x-sort": "asc"}})  # the setting wins over the hint
+    table = open_catalog(first_settings.catalog, first_settings.home_dir).load_table((ns, "events"))
+    id_field, v_field = (table.schema().find_field(n).field_id for n in ("id", "v"))
+    assert [(f.source_id, f.direction) for f in table.sort_order().fields] == [(id_field, SortDirection.DESC)]
+    (first,) = table.inspect.files().to_pylist()
+    assert first["sort_order_id"] == 1 and _file_ids(table, first["file_path"]) == sorted(shuffled[:30], reverse=True)
+
+    publish(settings({f"{ns}.events": ["v", "id asc"], "*": ["id desc"]}), data(shuffled[30:]), {})  # ns.table wins over *
+    table.refresh()
+    assert [(f.source_id, f.direction) for f in table.sort_order().fields] == [(v_field, SortDirection.ASC), (id_field, SortDirection.ASC)]
+    (second,) = [f for f in table.inspect.files().to_pylist() if f["file_path"] != first["file_path"]]
+    assert second["sort_order_id"] == table.sort_order().order_id == 2
+    with table.io.new_input(second["file_path"]).open() as f:
+        got = [(r["v"], r["id"]) for r in pq.read_table(f).to_pylist()]
+    assert got == sorted((f"v{i % 3}", i) for i in shuffled[30:])
+    assert duckdb_rows(table, "SELECT count(*), count(DISTINCT id) FROM t", any_catalog.s3) == [(60, 60)]
+
+
 def _codecs(table: Any, path: str) -> set[str]:
     with table.io.new_input(path).open() as f:
         meta = pq.ParquetFile(f).metadata

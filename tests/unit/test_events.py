@@ -36,6 +36,9 @@ def test_roundtrip_location_and_inline() -> None:
         (b'{"table": "t", "location": "a", "surprise": 1}', "field 'surprise'"),
         (b'{"table": "t", "location": "a", "keys_only": true}', "field 'keys_only': only a merge"),
         (b'{"v": 9, "table": "t", "location": "a"}', "field 'v'"),
+        (b'{"table": "t", "location": "a", "event_time": -1}', "field 'event_time'"),
+        (b'{"table": "t", "location": "a", "event_time": "soon"}', "field 'event_time'"),
+        (b'{"table": "t", "location": "a", "event_time": 1e999}', "field 'event_time'"),
         (b"\xff\xfe", "not JSON"),
     ],
 )
@@ -55,3 +58,9 @@ def test_the_branch_travels_in_the_envelope_and_is_checked() -> None:
     assert b"branch" not in encode_event(FileEvent(table="t", location="s3://b/x.parquet"))
     with pytest.raises(InvalidEvent, match="branch"):
         decode_event(b'{"v":1,"table":"t","location":"x","branch":"a b"}')
+
+
+def test_the_event_time_travels_in_the_envelope() -> None:
+    ev = FileEvent(table="t", location="s3://b/x.parquet", event_time=1_760_000_000.25)
+    assert decode_event(encode_event(ev)) == ev and b'"event_time":1760000000.25' in encode_event(ev)
+    assert b"event_time" not in encode_event(FileEvent(table="t", location="s3://b/x.parquet"))

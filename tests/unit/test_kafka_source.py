@@ -33,6 +33,7 @@ from tests.support import event_for, write_parquet
 class Record:
     def __init__(self, offset: int, value: bytes | None) -> None:
         self.offset, self.value, self.key = offset, value, None
+        self.timestamp = 1_760_000_000_000 + offset  # aiokafka's ConsumerRecord: epoch ms
 
 
 class FakeConsumer:
@@ -175,6 +176,7 @@ def test_poll_starts_the_member_and_names_positions() -> None:
         messages = await source.poll(10, 0.01)
         assert [(m.position.partition, m.position.offset, m.payload) for m in messages] == [
             ("events/0", 0, b"a"), ("events/0", 1, b"b"), ("events/1", 0, b"")]
+        assert [m.timestamp for m in messages] == [1_760_000_000.0, 1_760_000_000.001, 1_760_000_000.0]  # record time, s
         assert source.lag() == {"events/0": 0, "events/1": 0}
         consumer.logs[TP0].append(b"c")
         consumer.pause(TP0)

@@ -53,6 +53,18 @@ def test_offset_properties_carry_every_group_forward_and_never_move_back(table: 
     assert json.loads(props[mk.OFFSETS_PREFIX + "h"]) == {"p0": 3}
 
 
+def test_the_watermark_is_carried_forward_and_never_moves_back(table: Table) -> None:
+    cache = mk.MarkerCache()
+    assert mk.WATERMARK not in cache.read("t", table).carried_properties("g", {})  # none known yet
+    commit(table, **{mk.WATERMARK: "5000"})
+    commit(table, **{mk.WATERMARK: "not a number"})  # another writer's value counts as none
+    markers = cache.read("t", table)
+    assert markers.watermark_ms == 5000
+    assert markers.carried_properties("g", {}, 4000)[mk.WATERMARK] == "5000"
+    assert markers.carried_properties("g", {}, 7000)[mk.WATERMARK] == "7000"
+    assert mk.MarkerCache().read("t", table).watermark_ms == 5000  # read afresh from the lineage
+
+
 def test_the_cache_reads_only_snapshots_it_has_not_seen(table: Table, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = mk.MarkerCache()
     commit(table, **{mk.EVENT_IDS: json.dumps(["e0"])})

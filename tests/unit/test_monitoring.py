@@ -22,6 +22,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from ingester.cli.monitoring import DASHBOARD, PROMETHEUS_RULE, README, RULES, RULES_TEST, main, rendered, to_yaml
 from ingester.cli.monitoring.alerts import Windows, alerts, promtool_tests, rule_groups
 from ingester.cli.monitoring.dashboard import PANELS, dashboard
+from ingester.freshness import Freshness
 from ingester.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ def exposed_series_names() -> set[str]:
     for metric in vars(Metrics()).values():
         if isinstance(metric, MetricWrapperBase):
             names.update(metric._name + suffix for suffix in SUFFIXES[metric._type])
-    return names
+    return names | set(Freshness.NAMES)
 
 
 def metric_names(expr: str) -> set[str]:

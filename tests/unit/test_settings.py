@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from ingester.catalog import catalog_properties
 from ingester.settings import Settings
@@ -59,3 +60,9 @@ def test_embedded_default_lives_under_home(tmp_path: Path) -> None:
     props = catalog_properties(s.catalog, s.home_dir)
     assert props["type"] == "sql" and props["uri"] == f"sqlite:///{tmp_path / 'h' / 'catalog.db'}"
     assert s.spool_file == tmp_path / "h" / "queue.db" and s.allowed_prefixes == [(tmp_path / "h" / "staging").as_uri()]
+
+
+def test_a_sort_order_term_is_checked() -> None:
+    assert Settings(commit={"sort_orders": {"*": ["ts desc", "id", "v asc"]}}).commit.sort_orders["*"][0] == "ts desc"
+    with pytest.raises(ValidationError, match="'ts sideways' is not 'column', 'column asc' or 'column desc'"):
+        Settings(commit={"sort_orders": {"orders": ["ts sideways"]}})

@@ -51,6 +51,8 @@ PANELS: tuple[Panel, ...] = (
     Panel("Commit latency", "read + commit time of one batch, from the histogram", "s", (_quantile(0.5), _quantile(0.99))),
     Panel("Seconds since last commit", "freshness: time since each table's last committed batch", "s",
           (Query(f"time() - max by (table) (ingester_last_commit_timestamp_seconds{TABLE})", "{{table}}"),)),
+    Panel("Watermark age", "freshness of the data: how far the newest committed event time is behind now", "s",
+          (Query(f"min by (table) (ingester_watermark_age_seconds{TABLE})", "{{table}}"),)),
     Panel("Partition lag", "messages behind the end, per partition and in all", "short",
           (Query(f"sum by (partition) (ingester_partition_lag{DAEMON})", "{{partition}}"),
            Query(f"sum(ingester_partition_lag{DAEMON})", "all partitions"))),
