@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.catalog import Catalog
 
 from ingester.settings import CatalogSettings
 
@@ -69,10 +69,12 @@ def open_catalog(cfg: CatalogSettings, home: Path) -> Catalog:
     fails with "already exists" and simply opens it again."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from ingester.iceberg_layer.sql_catalog import load
+
     attempt = 1
     while True:
         try:
-            return load_catalog(cfg.name, **catalog_properties(cfg, home))
+            return load(cfg.name, catalog_properties(cfg, home))
         except SQLAlchemyError as exc:
             if cfg.type != "sql" or "already exists" not in str(exc) or attempt == SQL_INIT_ATTEMPTS:
                 raise

@@ -54,7 +54,7 @@ from dlt.common.storages.load_package import LoadJobInfo, ParsedLoadJobFileName
 from dlt.destinations.job_impl import ReferenceFollowupJobRequest
 from dlt.destinations.sql_client import SqlClientBase, WithSqlClient
 from dlt.destinations.utils import verify_schema_merge_disposition
-from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import BadRequestError, NamespaceAlreadyExistsError, NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, In
 from pyiceberg.table import Table
@@ -73,6 +73,7 @@ from ingester.events import BRANCH_HINT, PROPERTIES_HINT, FileEvent
 from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.deletes import equality_deletes_as_positions, has_equality_deletes
 from ingester.iceberg_layer.multi_commit import MultiTableCommit
+from ingester.iceberg_layer.sql_catalog import load
 from ingester.publish import event_id, file_event, table_hints
 from ingester.storage import FileReader
 
@@ -150,7 +151,7 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
         with another writer fails transiently once."""
         if self._catalog is None:
             name, props = self.config.resolved_catalog_name(), self.config.catalog_props()
-            self._catalog = self._retried(lambda: load_catalog(name, **props), "open catalog")
+            self._catalog = self._retried(lambda: load(name, props), "open catalog")
         return self._catalog
 
     @property

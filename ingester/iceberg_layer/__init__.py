@@ -7,7 +7,8 @@ over ``thrift_compact``), ``producers`` (merge-on-read, compaction, delete manif
 (arrow dictionaries through a rewrite), ``markers`` (idempotency markers in snapshot
 summaries, shared by commit and maintenance), ``ledger`` (the dedupe ledger table beside each
 data table), ``transactions`` (a transaction whose metadata view is built once per change),
-``multi_commit`` (one atomic commit of several tables' transactions).
+``multi_commit`` (one atomic commit of several tables' transactions), ``sql_catalog`` (the SQL
+catalog's commit without reloading or deep-copying the table's history).
 
 Private pyiceberg names used, and why. They force the pin ``pyiceberg>=0.12.0,<0.13`` in
 pyproject.toml: each is re-checked by the test suite on an upgrade.
@@ -45,7 +46,12 @@ pyproject.toml: each is re-checked by the test suite on an upgrade.
   ``pyiceberg.catalog.rest.response._handle_non_200_response`` (multi_commit): ``POST
   /v1/{prefix}/transactions/commit`` on the catalog's authenticated session, its errors mapped
   as ``commit_table`` maps them.
-- ``SqlCatalog._update_and_stage_table``, ``Catalog._write_metadata``,
-  ``Catalog._delete_old_metadata`` (multi_commit): the new metadata files of a SQL multi-table
-  commit, written before its one database transaction; old ones dropped as ``_do_commit`` does.
+- ``Catalog._write_metadata``, ``Catalog._delete_old_metadata`` (multi_commit): the new metadata
+  files of a SQL multi-table commit, written before its one database transaction; old ones
+  dropped as ``_do_commit`` does.
+- ``pyiceberg.table.update._apply_table_update``, ``_TableMetadataUpdateContext``,
+  ``_update_table_metadata_log`` (sql_catalog): ``update_table_metadata`` without its deep copy
+  of the whole history (the view of ``transactions``, the SQL commit's new metadata).
+- ``MetastoreCatalog._parse_metadata_version``, ``_load_file_io`` (sql_catalog): the next
+  metadata file's name and its FileIO, as ``_update_and_stage_table`` makes them.
 """

@@ -39,9 +39,12 @@ from pyiceberg.catalog.rest import AUTHORIZATION_HEADER, BEARER_PREFIX, TOKEN, R
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
 from pyiceberg.table import CommitTableRequest, StagedTable, Table, TableIdentifier, Transaction
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update import AssertTableUUID, TableRequirement, TableUpdate
 from requests import PreparedRequest
 from requests.auth import AuthBase
+
+from ingester.iceberg_layer.sql_catalog import current, stage
 
 log = logging.getLogger(__name__)
 
@@ -222,23 +225,22 @@ def _commit_sql(catalog: SqlCatalog, changes: Sequence[TableChange]) -> None:
     from sqlalchemy.exc import NoResultFound
     from sqlalchemy.orm import Session
 
-    staged: list[tuple[Table, StagedTable]] = []
+    staged: list[tuple[TableMetadata, str, StagedTable]] = []
     for change in changes:
-        ident = change.table.name()
-        current = catalog.load_table(ident)
-        new = catalog._update_and_stage_table(current, ident, change.requirements, change.updates)  # checks requirements
+        base = current(catalog, change.table)  # the table itself while the catalog still points at its file
+        new = stage(catalog, base, change.requirements, change.updates)  # checks requirements
         catalog._write_metadata(metadata=new.metadata, io=new.io, metadata_path=new.metadata_location)
-        staged.append((current, new))
+        staged.append((base.metadata, base.metadata_location, new))
     _crash("staged")
     with Session(catalog.engine) as session:  # one database transaction: every pointer or none
-        for current, new in staged:
-            *namespace, name = current.name()
+        for change, (_, base_location, new) in zip(changes, staged):
+            *namespace, name = change.table.name()
             where = (IcebergTables.catalog_name == catalog.name, IcebergTables.table_namespace == ".".join(namespace),
-                     IcebergTables.table_name == name, IcebergTables.metadata_location == current.metadata_location)
-            stale = CommitFailedException(f"Table has been updated by another process: {'.'.join(current.name())}")
+                     IcebergTables.table_name == name, IcebergTables.metadata_location == base_location)
+            stale = CommitFailedException(f"Table has been updated by another process: {'.'.join(change.table.name())}")
             if catalog.engine.dialect.supports_sane_rowcount:
                 stmt = update(IcebergTables).where(*where).values(
-                    metadata_location=new.metadata_location, previous_metadata_location=current.metadata_location)
+                    metadata_location=new.metadata_location, previous_metadata_location=base_location)
                 if session.execute(stmt).rowcount < 1:  # type: ignore[attr-defined]  # a CursorResult
                     raise stale
             else:
@@ -247,14 +249,14 @@ def _commit_sql(catalog: SqlCatalog, changes: Sequence[TableChange]) -> None:
                 except NoResultFound as exc:
                     raise stale from exc
                 row.metadata_location = new.metadata_location
-                row.previous_metadata_location = current.metadata_location
+                row.previous_metadata_location = base_location
         _crash("pointers")
         session.commit()
     _crash("committed")
-    for change, (current, new) in zip(changes, staged):
+    for change, (base_metadata, _, new) in zip(changes, staged):
         change.table.metadata = new.metadata
         change.table.metadata_location = new.metadata_location
-        _delete_old_metadata(catalog, change.table, current.metadata)
+        _delete_old_metadata(catalog, change.table, base_metadata)
 
 
 def _delete_old_metadata(catalog: Catalog, table: Table, base: object) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.update import update_table_metadata
+
+from ingester.iceberg_layer.sql_catalog import updated_metadata
 
 
 class _MemoTransaction(Transaction):
@@ -23,10 +24,20 @@ class _MemoTransaction(Transaction):
         base, updates = self._table.metadata, self._updates
         memo = self._memo
         if memo is None or memo[0] is not base or memo[1] is not updates:
-            memo = self._memo = (base, updates, update_table_metadata(base, updates))
+            memo = self._memo = (base, updates, updated_metadata(base, updates))
         return memo[2]
 
 
-def transaction(table: Table) -> Transaction:
-    """``table.transaction()``, with the metadata view built once per staged update."""
-    return _MemoTransaction(table)
+def transaction(table: Table, autocommit: bool = False) -> Transaction:
+    """``table.transaction()``, with the metadata view built once per staged update (and not
+    deep-copied: ``sql_catalog.updated_metadata``)."""
+    return _MemoTransaction(table, autocommit=autocommit)
+
+
+def expire_snapshots(table: Table, ids: list[int]) -> None:
+    """``table.maintenance.expire_snapshots().by_ids(ids).commit()`` on a memo transaction:
+    pyiceberg's builder reads the transaction's metadata a few times per snapshot id, which on a
+    plain transaction deep-copies the whole history each time (quadratic in the snapshots)."""
+    from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+    ExpireSnapshots(transaction=transaction(table, autocommit=True)).by_ids(ids).commit()

@@ -56,7 +56,7 @@ from ingester.iceberg_layer import markers as mk
 from ingester.iceberg_layer.datafiles import DataFileWriter
 from ingester.iceberg_layer.ledger import Ledger
 from ingester.iceberg_layer.producers import CompactionFiles
-from ingester.iceberg_layer.transactions import transaction
+from ingester.iceberg_layer.transactions import expire_snapshots, transaction
 from ingester.maintenance.planning import MAINTENANCE, MaintenancePolicy, expirable_snapshots, plan_compaction
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ class TableMaintainer:
         ``covered``: the sequence number the table's ledger covers (``Ledger.covered``)."""
         ids = expirable_snapshots(table.metadata, int(self._wall_clock() * 1000), policy or self.policy, covered=covered)
         if ids:
-            table.maintenance.expire_snapshots().by_ids(ids).commit()
+            expire_snapshots(table, ids)
             log.info("expired %d snapshots of %s, %d left", len(ids), ".".join(table.name()), len(table.metadata.snapshots))
         return len(ids)
 
