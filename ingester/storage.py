@@ -124,14 +124,31 @@ class FileReader:
 
     def footer(self, event: FileEvent) -> tuple[Footer, pq.FileMetaData]:
         """The event's parquet footer, raw and parsed, from one read of the file's end (a ranged
-        GET on S3); ``UnreadableFile`` / ``LocationRefused`` on bad input, transient errors raised."""
+        GET on S3: a small S3 object is then read whole, and kept as ``Footer.whole`` for
+        ``open_raw_from`` and ``open_from``); ``UnreadableFile`` / ``LocationRefused`` on bad
+        input, transient errors raised."""
         source = self.open_raw(event)
+        remote = event.data is None and bool(event.location) and str(event.location).startswith(("s3://", "s3a://"))
         try:
             with source:
-                footer = read_footer(source, source.size())
+                footer = read_footer(source, source.size(), keep_whole=remote)
             return footer, footer.metadata()
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
             raise_if_transient(exc, event)
+            raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None
+
+    def open_raw_from(self, event: FileEvent, footer: Footer) -> pa.NativeFile:
+        """``open_raw``, from the footer's bytes when it holds the whole file (no request)."""
+        return pa.BufferReader(footer.whole) if footer.whole is not None else self.open_raw(event)
+
+    def open_from(self, event: FileEvent, footer: Footer, read_dictionary: Sequence[str] = (),
+                  metadata: pq.FileMetaData | None = None) -> pq.ParquetFile:
+        """``open``, from the footer's bytes when it holds the whole file (no request)."""
+        if footer.whole is None:
+            return self.open(event, read_dictionary, metadata)
+        try:
+            return pq.ParquetFile(pa.BufferReader(footer.whole), metadata=metadata, read_dictionary=list(read_dictionary) or None)
+        except (pa.ArrowInvalid, OSError) as exc:
             raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None
 
     def read(self, event: FileEvent) -> pa.Table:

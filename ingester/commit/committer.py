@@ -198,8 +198,8 @@ class SnapshotCommitter:
             _check_file(schema, ev)
             return SourceFile(
                 item, schema, raw, metadata.num_rows,
-                open=lambda read_dictionary=(): self.reader.open(ev, read_dictionary, metadata),
-                open_raw=lambda: self.reader.open_raw(ev),
+                open=lambda read_dictionary=(): self.reader.open_from(ev, footer, read_dictionary, metadata),
+                open_raw=lambda: self.reader.open_raw_from(ev, footer),
                 location=self.reader.check(ev.location) if ev.location else None,
                 dictionary=dictionary_encoded(metadata),
                 footer=footer,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -48,6 +48,8 @@ class Footer:
 
     data_bytes: int
     thrift: bytes
+    whole: bytes | None = field(default=None, repr=False, compare=False)
+    """The complete file, when the read of its end covered all of it (``read_footer(keep_whole=)``)."""
 
     def metadata(self) -> pq.FileMetaData:
         """The footer parsed by pyarrow (schema, row groups, statistics), from these bytes alone."""
@@ -63,9 +65,10 @@ class IdFooter:
     leaf_ids: dict[str, int]
 
 
-def read_footer(source: pa.NativeFile, size: int) -> Footer:
+def read_footer(source: pa.NativeFile, size: int, keep_whole: bool = False) -> Footer:
     """The footer of the parquet file ``source`` (``size`` bytes); ``ValueError`` if it has none
-    (or an encrypted one)."""
+    (or an encrypted one). ``keep_whole``: a file no longer than ``TAIL_BYTES`` is read whole
+    anyway; keep its bytes (``Footer.whole``) so that it is never fetched again (a remote file)."""
     tail_len = min(size, TAIL_BYTES)
     source.seek(size - tail_len)
     tail = source.read(tail_len)
@@ -79,7 +82,7 @@ def read_footer(source: pa.NativeFile, size: int) -> Footer:
     else:
         source.seek(size - 8 - length)
         thrift = source.read(length)
-    return Footer(size - 8 - length, bytes(thrift))
+    return Footer(size - 8 - length, bytes(thrift), bytes(tail) if keep_whole and tail_len == size else None)
 
 
 @dataclass(frozen=True, slots=True)
