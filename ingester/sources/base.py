@@ -135,3 +135,16 @@ class OffsetTracker:
             for d in (self._order, self._done, self._next, self._acked):
                 d.pop(p, None)
         self._waiting = {pos: n for pos, n in self._waiting.items() if pos.partition not in partitions}
+
+
+class Pausable:
+    """``pause`` / ``resume`` as a flag that the source's ``poll`` reads (for sources with nothing
+    to tell their queue: the spool, SQS, a listing)."""
+
+    _paused: bool = False
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False

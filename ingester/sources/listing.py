@@ -41,7 +41,7 @@ from ingester.iceberg_layer.markers import MarkerCache, TableMarkers
 from ingester.metrics import SKIP_REASONS, Metrics
 from ingester.object_keys import KeyRouter, ObjectRef
 from ingester.routing import Router
-from ingester.sources.base import Message, Position, RevokeCallback
+from ingester.sources.base import Message, Pausable, Position, RevokeCallback
 from ingester.sources.listers import ListedObject, ObjectLister
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class ListingStats:
     last_round_new: int
 
 
-class ListingSource:
+class ListingSource(Pausable):
     """``Source`` over listings of ``prefixes`` every ``interval_s`` (the first round at once)."""
 
     def __init__(
@@ -148,7 +148,6 @@ class ListingSource:
         self._handled = EventIds()
         self._unroutable: set[str] = set()
         self._last_offset = 0
-        self._paused = False
 
     # ------------------------------------------------------------ Source
     async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
@@ -165,12 +164,6 @@ class ListingSource:
         if not out:
             await anyio.sleep(min(timeout_s, IDLE_SLEEP_S))
         return out
-
-    def pause(self) -> None:
-        self._paused = True
-
-    def resume(self) -> None:
-        self._paused = False
 
     async def commit(self, offsets: Mapping[str, int]) -> None:
         """Free the slots of everything below ``offsets`` (the ledger is the durable record)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from ingester.sources.base import Message, Position, RevokeCallback
+from ingester.sources.base import Message, Pausable, Position, RevokeCallback
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,14 +69,13 @@ class SpoolQueue:
             self._db.close()
 
 
-class SpoolSource:
+class SpoolSource(Pausable):
     """``Source`` over a ``SpoolQueue`` (single consumer)."""
 
     def __init__(self, queue: SpoolQueue, group: str = "spool") -> None:
         self.group = group
         self._queue = queue
         self._cursor = 0
-        self._paused = False
 
     async def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         if not self._paused:
@@ -87,12 +86,6 @@ class SpoolSource:
                 return [Message(bytes(payload), Position(part, i)) for i, payload in rows]
         await anyio.sleep(timeout_s)
         return []
-
-    def pause(self) -> None:
-        self._paused = True
-
-    def resume(self) -> None:
-        self._paused = False
 
     async def commit(self, offsets: Mapping[str, int]) -> None:
         offset = offsets.get(self._queue.partition)

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from ingester.settings import SourceSettings
-from ingester.sources.base import Message, Position, RevokeCallback
+from ingester.sources.base import Message, Pausable, Position, RevokeCallback
 
 log = logging.getLogger(__name__)
 DELETE_BATCH = 10
@@ -28,7 +28,7 @@ DELETE_BATCH = 10
 CONNECT_TIMEOUT_S = 10
 
 
-class SqsSource:
+class SqsSource(Pausable):
     """``Source`` over one SQS queue. The client is made on the first ``poll``, in the event loop
     that runs the engine; ``aclose`` closes it (messages not deleted stay in the queue)."""
 
@@ -47,7 +47,6 @@ class SqsSource:
         self._next = 0
         self._receipts: dict[int, str] = {}
         """Local offset -> receipt handle of the messages received and not deleted yet."""
-        self._paused = False
         self._deleted = 0
 
     @classmethod
@@ -102,12 +101,6 @@ class SqsSource:
             out.append(Message(m.get("Body", "").encode(), Position(self.partition, offset), m.get("MessageId", "").encode(),
                                timestamp=_sent_s(m)))
         return out
-
-    def pause(self) -> None:
-        self._paused = True
-
-    def resume(self) -> None:
-        self._paused = False
 
     async def commit(self, offsets: Mapping[str, int]) -> None:
         """Delete the messages below ``offsets[partition]``. One that fails to delete is logged
