@@ -263,7 +263,7 @@ class StorageSettings(_Section):
         default_factory=list, description="locations events may name; default: <home>/staging"
     )
     staging: str | None = Field(None, description="where `publish` copies files; default <home>/staging")
-    read_concurrency: int = Field(8, ge=1, description="files of a batch opened at once: footers read, and files copied when registered as-is, in parallel")
+    read_concurrency: int = Field(8, ge=1, description="files of a batch opened at once when one is in S3: footers read, and files copied when registered as-is, in parallel (local files and tables: one at a time, which is faster)")
     read_timeout_s: float = Field(120.0, gt=0, description="S3 connect / request timeout; a slower request is retried")
 
 

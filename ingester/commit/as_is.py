@@ -29,7 +29,7 @@ from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import READ_BATCH_ROWS, BadFile, SourceFile
 from ingester.iceberg_layer.datafiles import SnapshotProducer, as_is_data_file, nan_count
 from ingester.iceberg_layer.footers import IdFooter, Unmapped, with_field_ids, write_with_footer
-from ingester.storage import raise_if_transient
+from ingester.storage import file_threads, raise_if_transient
 
 VERIFY_THREADS = 2
 
@@ -70,7 +70,9 @@ def scan_files(files: Sequence[SourceFile], options: WriteOptions) -> list[dict[
         nans = dict.fromkeys(floats, 0)
         try:
             parquet = f.open(read_dictionary=sorted(f.dictionary) if verify_files else ())
-            for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=None if verify_files else floats):
+            batches = parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=None if verify_files else floats,
+                                           use_threads=False)  # the files run side by side already
+            for batch in batches:
                 for name in floats:
                     nans[name] += nan_count(batch.column(name))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
@@ -78,7 +80,10 @@ def scan_files(files: Sequence[SourceFile], options: WriteOptions) -> list[dict[
             raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
         return nans
 
-    with ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="ingester-scan") as pool:
+    threads = file_threads((f.location for f in files), VERIFY_THREADS)
+    if threads == 1:
+        return [scan(f) for f in files]
+    with ThreadPoolExecutor(threads, thread_name_prefix="ingester-scan") as pool:
         return list(pool.map(scan, files))
 
 
@@ -98,14 +103,21 @@ def add_as_is(
     copies are named by the batch id, so a retried commit replaces its own copies. Returns
     their rows."""
     nans = scan_files(files, options)
-    base = f"{table.location().rstrip('/')}/data/ingester-{batch_id}"
+    folder = f"{table.location().rstrip('/')}/data"
+    _make_folder(folder)
+    base = f"{folder}/ingester-{batch_id}"
 
     def register(i: int) -> DataFile:
         return _copy(tx.table_metadata, table.io, files[i], footers[i], nans[i], f"{base}-{i:05d}.parquet")
 
-    with ThreadPoolExecutor(min(options.read_concurrency, len(files)) or 1, thread_name_prefix="ingester-copy") as pool:
-        for data_file in pool.map(register, range(len(files))):
-            producer.append_data_file(data_file)
+    threads = min(file_threads([folder, *(f.location for f in files)], options.read_concurrency), len(files))
+    if threads <= 1:
+        for i in range(len(files)):
+            producer.append_data_file(register(i))
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="ingester-copy") as pool:
+            for data_file in pool.map(register, range(len(files))):
+                producer.append_data_file(data_file)
     return sum(f.rows for f in files)
 
 
@@ -121,12 +133,21 @@ def _copy(metadata: TableMetadata, io: FileIO, f: SourceFile, footer: IdFooter, 
     return as_is_data_file(metadata, dest, size, f.metadata, footer.leaf_ids, nan_counts)
 
 
-def _create(io: FileIO, location: str) -> AbstractContextManager[BinaryIO]:
-    """A new file at ``location``: a plain local file (so the copy can stay in the kernel), or
-    the table's FileIO output (S3)."""
+def _local_path(location: str) -> Path | None:
     parsed = urlparse(location)
-    if parsed.scheme in ("", "file"):
-        path = Path(parsed.path)  # pyiceberg's locations are taken literally, not percent-decoded
-        path.parent.mkdir(parents=True, exist_ok=True)
+    # pyiceberg's locations are taken literally, not percent-decoded
+    return Path(parsed.path) if parsed.scheme in ("", "file") else None
+
+
+def _make_folder(location: str) -> None:
+    """The local folder ``location`` made once per batch (object stores have none)."""
+    if (path := _local_path(location)) is not None:
+        path.mkdir(parents=True, exist_ok=True)
+
+
+def _create(io: FileIO, location: str) -> AbstractContextManager[BinaryIO]:
+    """A new file at ``location`` (its folder made by ``_make_folder``): a plain local file (so
+    the copy can stay in the kernel), or the table's FileIO output (S3)."""
+    if (path := _local_path(location)) is not None:
         return path.open("wb")
     return cast(AbstractContextManager[BinaryIO], io.new_output(location).create(overwrite=True))

@@ -49,12 +49,15 @@ from ingester.partitioning import spec_for
 from ingester.retry import RetryPolicy
 from ingester.schema import evolution, evolved, normalize_schema, table_arrow_schema, to_iceberg
 from ingester.sources.base import Position
-from ingester.storage import FileReader
+from ingester.storage import FileReader, file_threads, is_remote
 
 log = logging.getLogger(__name__)
 
 TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
 PREPARE_THREADS = 4
+_LOCAL_WORK = threading.RLock()
+"""Held by the per-file work on local files and tables (``storage.file_threads``): the workers
+of one process then take turns with it rather than contend for the interpreter."""
 """Tables of one ``apply_many`` staged at once (each writes its own data files)."""
 
 
@@ -175,32 +178,39 @@ class SnapshotCommitter:
         self._markers = mk.MarkerCache(ledger.history if ledger is not None else None)
         self._lock = threading.Lock()
         self.table_location = table_location
+        self._remote_tables = True
+        """Whether the last table staged lives in an object store (then tables stage side by side)."""
 
     def read(self, batch: Batch) -> LoadedBatch:
-        """Read every file's footer (``reader.read_concurrency`` at once; one read of each
-        file's end: schema, statistics and the raw footer come from it);
+        """Read every file's footer (``reader.read_concurrency`` at once when one is remote, else
+        one after another: ``storage.file_threads``; one read of each file's end: schema,
+        statistics and the raw footer come from it);
         unreadable or refused files become ``rejected``. Raises transient errors."""
-        workers = min(self.reader.read_concurrency, len(batch.items))
-        if workers > 1:
-            with ThreadPoolExecutor(workers, thread_name_prefix="ingester-read") as pool:
-                opened = list(pool.map(self._open, batch.items))
+        threads = file_threads((item.event.location for item in batch.items), self.reader.read_concurrency)
+        if threads == 1:
+            with _LOCAL_WORK:
+                opened = [self._open(item) for item in batch.items]
+        elif len(batch.items) == 1:
+            opened = [self._open(batch.items[0])]
         else:
-            opened = [self._open(item) for item in batch.items]
+            with ThreadPoolExecutor(min(threads, len(batch.items)), thread_name_prefix="ingester-read") as pool:
+                opened = list(pool.map(self._open, batch.items))
         files = tuple(f for f in opened if isinstance(f, SourceFile))
         return LoadedBatch(batch, files, tuple(f for f in opened if isinstance(f, Rejected)))
 
     def _open(self, item: Pending) -> SourceFile | Rejected:
         ev = item.event
         try:
-            footer, metadata = self.reader.footer(ev)
+            allowed = self.reader.allowed(ev)  # a local path is resolved once, here
+            footer, metadata = self.reader.footer(ev, allowed)
             raw = metadata.schema.to_arrow_schema()
             schema = normalize_schema(raw, ev.columns)
             _check_file(schema, ev)
             return SourceFile(
                 item, schema, raw, metadata.num_rows,
-                open=lambda read_dictionary=(): self.reader.open_from(ev, footer, read_dictionary, metadata),
-                open_raw=lambda: self.reader.open_raw_from(ev, footer),
-                location=self.reader.check(ev.location) if ev.location else None,
+                open=lambda read_dictionary=(): self.reader.open_from(ev, footer, read_dictionary, metadata, allowed),
+                open_raw=lambda: self.reader.open_raw_from(ev, footer, allowed),
+                location=allowed,
                 dictionary=dictionary_encoded(metadata),
                 footer=footer,
                 metadata=metadata,
@@ -228,12 +238,16 @@ class SnapshotCommitter:
         table's change is staged from its fresh markers first; a ``CommitFailedException``
         (nothing landed when atomic) goes to the caller's retry, which calls this again.
         Idempotent as ``apply``."""
-        workers = min(len(items), PREPARE_THREADS)
-        if workers > 1:  # tables are independent until the commit: stage them side by side
-            with ThreadPoolExecutor(workers, thread_name_prefix="ingester-stage") as pool:
+        locations = [f.location for loaded, _ in items for f in loaded.files]
+        threads = PREPARE_THREADS if self._remote_tables else file_threads(locations, PREPARE_THREADS)
+        if threads == 1:  # local files and tables
+            with _LOCAL_WORK:
+                prepared = [self.prepare(loaded, extra) for loaded, extra in items]
+        elif len(items) == 1:
+            prepared = [self.prepare(*items[0])]
+        else:  # tables are independent until the commit: stage them side by side
+            with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="ingester-stage") as pool:
                 prepared = list(pool.map(lambda item: self.prepare(*item), items))
-        else:
-            prepared = [self.prepare(loaded, extra) for loaded, extra in items]
         self.multi.commit([p.transaction for p in prepared if p.transaction is not None])
         return [self._finish(p) for p in prepared]
 
@@ -250,6 +264,7 @@ class SnapshotCommitter:
         table = self._table(ref, loaded.files)
         if table is None:  # no file with rows to make the table from
             return PreparedCommit(CommitResult(ref, None, rejected=tuple(rejected)))
+        self._remote_tables = is_remote(table.location())
         branch = loaded.batch.branch
         ensure_branch(table, branch)
         state = self._markers.read(str(ref), table, branch)
@@ -372,15 +387,23 @@ class SnapshotCommitter:
         disagree on a new column's type never both pass (the later one is rejected)."""
         before = table_arrow_schema(table.schema())
         planned, kept = before, []
+        fitting: set[tuple[pa.Schema, frozenset[str]]] = set()  # (schema, null columns) that fit ``planned`` as it is
         for f in files:
+            key = (f.schema, f.null_columns)
+            if key in fitting:  # checked once per distinct schema
+                kept.append(f)
+                continue
             try:
                 change = evolution(planned, f.schema, f.describe(), self.options.strict_casting, f.null_columns)
             except TerminalError as exc:
                 rejected.append(Rejected(f.item.event, f.item.position, str(exc)))
                 continue
             kept.append(f)
-            if change is not None:
+            if change is None:
+                fitting.add(key)
+            else:
                 planned = evolved(planned, change)
+                fitting.clear()
         changed = pa.schema([f for f in planned if f.name not in before.names or not f.equals(before.field(f.name))])
         if changed:
             with table.update_schema() as update:

@@ -269,13 +269,19 @@ def test_pages_are_decoded_unless_the_producer_did(catalog: Catalog, tmp_path: P
         assert commit(table, append, [f], options=options) == (5000, True)
 
 
-@pytest.mark.parametrize("concurrency", [1, 3])
-def test_as_is_copies_run_read_concurrency_at_once(catalog: Catalog, tmp_path: Path, concurrency: int,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("concurrency", "remote", "peak"), [(1, True, 1), (3, True, 3), (3, False, 1)])
+def test_as_is_copies_run_read_concurrency_at_once(catalog: Catalog, tmp_path: Path, concurrency: int, remote: bool,
+                                                    peak: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copies to or from an object store (here: local files taken for remote) run
+    ``read_concurrency`` at once, local ones one after another."""
     import threading
     import time
 
+    import ingester.storage
     from ingester.commit import as_is
+
+    if remote:
+        monkeypatch.setattr(ingester.storage, "is_remote", lambda location: True)
 
     running, most, lock = [0], [0], threading.Lock()
     copy = as_is._copy
@@ -292,7 +298,7 @@ def test_as_is_copies_run_read_concurrency_at_once(catalog: Catalog, tmp_path: P
                 running[0] -= 1
 
     monkeypatch.setattr(as_is, "_copy", counted)
-    table = catalog.create_table(("ns", f"k{concurrency}"), to_iceberg(SCHEMA))
+    table = catalog.create_table(("ns", f"k{concurrency}{remote}"), to_iceberg(SCHEMA))
     files = [source(data(tmp_path / str(i), [i])) for i in range(6)]
     assert commit(table, append, files, options=WriteOptions(read_concurrency=concurrency)) == (6, True)
-    assert most[0] == concurrency
+    assert most[0] == peak

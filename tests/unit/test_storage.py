@@ -90,26 +90,34 @@ class CountingReader(FileReader):
         self._lock = threading.Lock()
         self.running = self.peak = 0
 
-    def footer(self, event: FileEvent) -> Any:
+    def footer(self, event: FileEvent, allowed: Any = None) -> Any:
         with self._lock:
             self.running += 1
             self.peak = max(self.peak, self.running)
         try:
             time.sleep(0.05)
-            return super().footer(event)
+            return super().footer(event, allowed)
         finally:
             with self._lock:
                 self.running -= 1
 
 
-@pytest.mark.parametrize("concurrency", [1, 3])
-def test_a_batch_opens_read_concurrency_files_at_once_and_keeps_their_order(tmp_path: Path, concurrency: int) -> None:
+@pytest.mark.parametrize(("concurrency", "remote", "peak"), [(1, True, 1), (3, True, 3), (3, False, 1)])
+def test_a_batch_opens_read_concurrency_files_at_once_and_keeps_their_order(
+    tmp_path: Path, concurrency: int, remote: bool, peak: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Remote files (here: local ones taken for remote) are opened ``read_concurrency`` at once,
+    local ones one after another."""
+    import ingester.storage
+
+    if remote:
+        monkeypatch.setattr(ingester.storage, "is_remote", lambda location: True)
     paths = [write_parquet(tmp_path / "in", {"id": pa.array([i], pa.int64())}) for i in range(10)]
     reader = CountingReader([tmp_path.as_uri()], read_concurrency=concurrency)
     committer = SnapshotCommitter(open_catalog(CatalogSettings(), tmp_path / "home"), reader)
     batch = Batch(TableRef("ns", "t"), tuple(Pending(FileEvent(table="t", location=str(p))) for p in paths))
     loaded = committer.read(batch)
-    assert reader.peak == concurrency
+    assert reader.peak == peak
     assert [f.item for f in loaded.files] == list(batch.items)
     committer.apply(loaded)
     table = committer.catalog.load_table(("ns", "t"))
