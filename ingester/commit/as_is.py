@@ -13,7 +13,6 @@ footer that ``SnapshotCommitter.read`` already read: nothing is read twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -29,7 +28,7 @@ from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import READ_BATCH_ROWS, BadFile, SourceFile
 from ingester.iceberg_layer.datafiles import SnapshotProducer, as_is_data_file, nan_count
 from ingester.iceberg_layer.footers import IdFooter, Unmapped, with_field_ids, write_with_footer
-from ingester.storage import file_threads, raise_if_transient
+from ingester.storage import file_map, file_threads, raise_if_transient
 
 VERIFY_THREADS = 2
 
@@ -80,11 +79,7 @@ def scan_files(files: Sequence[SourceFile], options: WriteOptions) -> list[dict[
             raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
         return nans
 
-    threads = file_threads((f.location for f in files), VERIFY_THREADS)
-    if threads == 1:
-        return [scan(f) for f in files]
-    with ThreadPoolExecutor(threads, thread_name_prefix="ingester-scan") as pool:
-        return list(pool.map(scan, files))
+    return file_map(scan, files, file_threads((f.location for f in files), VERIFY_THREADS), "ingester-scan")
 
 
 def name_mapped(tx: Transaction) -> None:
@@ -110,14 +105,9 @@ def add_as_is(
     def register(i: int) -> DataFile:
         return _copy(tx.table_metadata, table.io, files[i], footers[i], nans[i], f"{base}-{i:05d}.parquet")
 
-    threads = min(file_threads([folder, *(f.location for f in files)], options.read_concurrency), len(files))
-    if threads <= 1:
-        for i in range(len(files)):
-            producer.append_data_file(register(i))
-    else:
-        with ThreadPoolExecutor(threads, thread_name_prefix="ingester-copy") as pool:
-            for data_file in pool.map(register, range(len(files))):
-                producer.append_data_file(data_file)
+    threads = file_threads([folder, *(f.location for f in files)], options.read_concurrency)
+    for data_file in file_map(register, range(len(files)), threads, "ingester-copy"):
+        producer.append_data_file(data_file)
     return sum(f.rows for f in files)
 
 

@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -49,16 +49,16 @@ from ingester.partitioning import spec_for
 from ingester.retry import RetryPolicy
 from ingester.schema import evolution, evolved, normalize_schema, table_arrow_schema, to_iceberg
 from ingester.sources.base import Position
-from ingester.storage import FileReader, file_threads, is_remote
+from ingester.storage import FileReader, file_map, file_threads, is_remote
 
 log = logging.getLogger(__name__)
 
 TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
 PREPARE_THREADS = 4
+"""Tables of one ``apply_many`` staged at once (each writes its own data files)."""
 _LOCAL_WORK = threading.RLock()
 """Held by the per-file work on local files and tables (``storage.file_threads``): the workers
 of one process then take turns with it rather than contend for the interpreter."""
-"""Tables of one ``apply_many`` staged at once (each writes its own data files)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,14 +187,8 @@ class SnapshotCommitter:
         statistics and the raw footer come from it);
         unreadable or refused files become ``rejected``. Raises transient errors."""
         threads = file_threads((item.event.location for item in batch.items), self.reader.read_concurrency)
-        if threads == 1:
-            with _LOCAL_WORK:
-                opened = [self._open(item) for item in batch.items]
-        elif len(batch.items) == 1:
-            opened = [self._open(batch.items[0])]
-        else:
-            with ThreadPoolExecutor(min(threads, len(batch.items)), thread_name_prefix="ingester-read") as pool:
-                opened = list(pool.map(self._open, batch.items))
+        with _LOCAL_WORK if threads == 1 else nullcontext():
+            opened = file_map(self._open, batch.items, threads, "ingester-read")
         files = tuple(f for f in opened if isinstance(f, SourceFile))
         return LoadedBatch(batch, files, tuple(f for f in opened if isinstance(f, Rejected)))
 
@@ -240,14 +234,9 @@ class SnapshotCommitter:
         Idempotent as ``apply``."""
         locations = [f.location for loaded, _ in items for f in loaded.files]
         threads = PREPARE_THREADS if self._remote_tables else file_threads(locations, PREPARE_THREADS)
-        if threads == 1:  # local files and tables
-            with _LOCAL_WORK:
-                prepared = [self.prepare(loaded, extra) for loaded, extra in items]
-        elif len(items) == 1:
-            prepared = [self.prepare(*items[0])]
-        else:  # tables are independent until the commit: stage them side by side
-            with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="ingester-stage") as pool:
-                prepared = list(pool.map(lambda item: self.prepare(*item), items))
+        # tables are independent until the commit: remote ones stage side by side
+        with _LOCAL_WORK if threads == 1 else nullcontext():
+            prepared = file_map(lambda item: self.prepare(*item), items, threads, "ingester-stage")
         self.multi.commit([p.transaction for p in prepared if p.transaction is not None])
         return [self._finish(p) for p in prepared]
 
