@@ -7,7 +7,8 @@ over ``thrift_compact``), ``producers`` (merge-on-read, compaction, delete manif
 (arrow dictionaries through a rewrite), ``markers`` (idempotency markers in snapshot
 summaries, shared by commit and maintenance), ``ledger`` (the dedupe ledger table beside each
 data table), ``transactions`` (a transaction whose metadata view is built once per change),
-``multi_commit`` (one atomic commit of several tables' transactions), ``sql_catalog`` (the SQL
+``multi_commit`` (one atomic commit of several tables' transactions), ``fileio`` (the FileIO
+whose small S3 writes are one request), ``sql_catalog`` (the SQL
 catalog's commit without reloading or deep-copying the table's history).
 
 Private pyiceberg names used, and why. They force the pin ``pyiceberg>=0.12.0,<0.13`` in
@@ -52,6 +53,8 @@ pyproject.toml: each is re-checked by the test suite on an upgrade.
 - ``pyiceberg.table.update._apply_table_update``, ``_TableMetadataUpdateContext``,
   ``_update_table_metadata_log`` (sql_catalog): ``update_table_metadata`` without its deep copy
   of the whole history (the view of ``transactions``, the SQL commit's new metadata).
+- ``PyArrowFileIO._initialize_s3_fs`` (fileio): pyiceberg's S3 filesystem, rebuilt from the
+  options pyarrow's ``S3FileSystem.__reduce__`` returns with ``allow_delayed_open``.
 - ``MetastoreCatalog._parse_metadata_version``, ``_load_file_io`` (sql_catalog): the next
   metadata file's name and its FileIO, as ``_update_and_stage_table`` makes them.
 """

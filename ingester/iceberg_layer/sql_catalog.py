@@ -119,9 +119,13 @@ class StreamingSqlCatalog(SqlCatalog):
 
 
 def load(name: str, properties: dict[str, Any]) -> Catalog:
-    """``load_catalog(name, **properties)``, with ``StreamingSqlCatalog`` for ``type = sql``."""
+    """``load_catalog(name, **properties)``, with ``StreamingSqlCatalog`` for ``type = sql`` and
+    ``fileio.PutOnceFileIO`` unless the properties name a FileIO."""
     from pyiceberg.catalog import load_catalog
 
+    from ingester.iceberg_layer.fileio import with_file_io
+
+    properties = with_file_io(properties)
     if properties.get("type") == "sql":
         return StreamingSqlCatalog(name, **properties)
     return load_catalog(name, **properties)

@@ -52,3 +52,28 @@ def test_a_small_s3_file_is_fetched_once_for_its_footer_its_pages_and_its_copy(
         key = "/" + f.location.removeprefix("s3://")
         assert per_key[("GET", key)] == 1, (f.location, dict(per_key))
         assert per_key[("HEAD", key)] <= 1
+
+
+def test_a_commit_writes_each_small_object_with_one_put(seaweed: Any, counting_s3: FaultProxy, tmp_path: Any) -> None:
+    """The table's copies, manifests, manifest list and metadata file of a commit through the
+    daemon's catalog are one ``PutObject`` each, not a three-request multipart upload."""
+    from ingester.catalog import open_catalog
+    from ingester.settings import CatalogSettings
+    from tests.support import rest_catalog_settings
+
+    files = stage_files(seaweed, 3)
+    catalog = open_catalog(CatalogSettings(**(rest_catalog_settings(seaweed) | {"s3_endpoint": counting_s3.url})),
+                           tmp_path / "home")
+    fs = s3_filesystem(counting_s3.url, seaweed.access_key, seaweed.secret_key, seaweed.region)
+    committer = SnapshotCommitter(catalog, FileReader([STAGING], fs))
+    ref = TableRef(f"q{uuid.uuid4().hex[:8]}", "t")
+    events = [FileEvent("t", location=f.location, byte_size=f.byte_size, verified=True) for f in files]
+    counting_s3.requests.clear()
+    assert committer.commit(Batch(ref, tuple(Pending(e) for e in events))).files == 3
+    table = seaweed.catalog().load_table((ref.namespace, ref.name))
+    assert table_ids(table) == sorted(i for f in files for i in f.ids)
+    lines = [line.split(" ")[:2] for line, n in counting_s3.requests.items() for _ in range(n)]
+    assert not [t for m, t in lines if m == "POST"], lines  # no multipart upload started
+    data_puts = [t for m, t in lines if m == "PUT" and "/data/" in t]
+    assert len(data_puts) == len(set(data_puts)) == 3, lines  # each copy one request
+    assert any(m == "PUT" and t.endswith(".avro") for m, t in lines), lines  # pyiceberg's own writes went here too
