@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any
 
 import pyarrow as pa
@@ -260,13 +261,16 @@ def test_pages_are_decoded_unless_the_producer_did(catalog: Catalog, tmp_path: P
     table = catalog.create_table(("ns", "c"), to_iceberg(SCHEMA))
     path = flip_page_bytes(write_parquet(tmp_path / "in", pa.table({"id": list(range(5000)), "v": [str(i) for i in range(5000)]}, SCHEMA)))
     f = source(path, FileEvent(table="c", verified=verified))
+    good = source(data(tmp_path, [1, 2]))
     assert options.must_verify(f.item.event) is decoded
     if decoded:
-        with pytest.raises(BadFile, match="cannot read"):
-            commit(table, append, [f], options=options)
-        assert table.current_snapshot() is None
+        with pytest.raises(BadFile, match="cannot read") as caught:
+            commit(table, append, [good, f], options=options)
+        assert caught.value.file is f and table.current_snapshot() is None
+        folder = Path(urlparse(table.location()).path) / "data"
+        assert not folder.exists() or list(folder.iterdir()) == []  # nothing copied before the check
     else:  # the producer's check stands: registered without a page decoded
-        assert commit(table, append, [f], options=options) == (5000, True)
+        assert commit(table, append, [good, f], options=options) == (5002, True)
 
 
 @pytest.mark.parametrize(("concurrency", "remote", "peak"), [(1, True, 1), (3, True, 3), (3, False, 1)])
