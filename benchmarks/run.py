@@ -37,11 +37,18 @@ from tests.parity.reference_venv import clean_env, dlt_iceberg_python  # noqa: E
 Row = dict[str, Any]
 
 
+def shown(cmd: list[str]) -> str:
+    """``cmd`` as printed: interpreter and script by name, the catalog JSON (it holds the test
+    stack's credentials) masked."""
+    return " ".join("<catalog JSON>" if i and cmd[i - 1] == "--catalog-json" else Path(c).name if i < 2 else c
+                    for i, c in enumerate(cmd))
+
+
 def run_json(cmd: list[str], env: dict[str, str] | None = None) -> Row:
-    print("  $", " ".join(Path(c).name if i < 2 else c for i, c in enumerate(cmd)), file=sys.stderr, flush=True)
+    print("  $", shown(cmd), file=sys.stderr, flush=True)
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, env=env)
     if out.returncode:
-        raise SystemExit(f"case failed: {' '.join(cmd)}\n{out.stderr[-3000:]}")
+        raise SystemExit(f"case failed: {shown(cmd)}\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -67,7 +74,7 @@ def medians(runs: int, cases: dict[str, list[str]]) -> dict[str, Row]:
 def timed_process(cmd: list[str], env: dict[str, str] | None = None) -> Row:
     """Run ``cmd`` as /usr/bin/time does: whole-process wall seconds, CPU seconds and peak RSS
     of that child (``os.wait4``), plus the JSON its last stdout line holds (if any)."""
-    print("  $", " ".join(Path(c).name if i < 2 else c for i, c in enumerate(cmd)), file=sys.stderr, flush=True)
+    print("  $", shown(cmd), file=sys.stderr, flush=True)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=HERE.parent, env=env)
@@ -77,7 +84,7 @@ def timed_process(cmd: list[str], env: dict[str, str] | None = None) -> Row:
         out.seek(0)
         err.seek(0)
         if proc.returncode:
-            raise SystemExit(f"process failed: {' '.join(cmd)}\n{err.read().decode()[-3000:]}")
+            raise SystemExit(f"process failed: {shown(cmd)}\n{err.read().decode()[-3000:]}")
         lines = out.read().decode().strip().splitlines()
         errors = err.read().decode().strip().splitlines()
     row = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {"last_line": lines[-1] if lines else ""}
