@@ -237,10 +237,12 @@ def test_a_second_daemon_joins_and_leaves_mid_stream(
     sent = [60]
 
     def feed() -> None:
-        """The stream goes on while b joins (a slow rebalance must not outlast it), until b committed."""
+        """The stream goes on while b joins, until b committed: 8 events a second, so the pool
+        lasts about 55 s (at 40 a second it ran dry 11 s in, and on a loaded machine b's start
+        and rebalance outlasted it: b was given partitions nothing more came to)."""
         while not b_committed.is_set() and sent[0] < len(events) - 100:
-            stream.send(events[sent[0]:sent[0] + 20])
-            sent[0] += 20
+            stream.send(events[sent[0]:sent[0] + 4])
+            sent[0] += 4
             time.sleep(0.5)
 
     with ThreadPoolExecutor(1) as producer:
