@@ -240,9 +240,10 @@ def test_a_second_daemon_joins_and_leaves_mid_stream(
         """The stream goes on while b joins, until b committed: 8 events a second, so the pool
         lasts about 55 s (at 40 a second it ran dry 11 s in, and on a loaded machine b's start
         and rebalance outlasted it: b was given partitions nothing more came to)."""
+        step = 4
         while not b_committed.is_set() and sent[0] < len(events) - 100:
-            stream.send(events[sent[0]:sent[0] + 4])
-            sent[0] += 4
+            stream.send(events[sent[0]:sent[0] + step])
+            sent[0] += step
             time.sleep(0.5)
 
     with ThreadPoolExecutor(1) as producer:

@@ -8,17 +8,21 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ingester.batch import Batch, Pending, TableRef
+from ingester.catalog import open_catalog
 from ingester.commit import SnapshotCommitter
 from ingester.events import FileEvent
 from ingester.iceberg_layer.footers import TAIL_BYTES
+from ingester.settings import CatalogSettings
 from ingester.storage import FileReader, s3_filesystem
 from tests.integration.faults import FaultPlan, FaultProxy
 from tests.integration.kafka_helpers import STAGING, stage_files, table_ids
+from tests.support import rest_catalog_settings
 
 
 @pytest.fixture
@@ -54,13 +58,9 @@ def test_a_small_s3_file_is_fetched_once_for_its_footer_its_pages_and_its_copy(
         assert per_key[("HEAD", key)] <= 1
 
 
-def test_a_commit_writes_each_small_object_with_one_put(seaweed: Any, counting_s3: FaultProxy, tmp_path: Any) -> None:
+def test_a_commit_writes_each_small_object_with_one_put(seaweed: Any, counting_s3: FaultProxy, tmp_path: Path) -> None:
     """The table's copies, manifests, manifest list and metadata file of a commit through the
     daemon's catalog are one ``PutObject`` each, not a three-request multipart upload."""
-    from ingester.catalog import open_catalog
-    from ingester.settings import CatalogSettings
-    from tests.support import rest_catalog_settings
-
     files = stage_files(seaweed, 3)
     catalog = open_catalog(CatalogSettings(**(rest_catalog_settings(seaweed) | {"s3_endpoint": counting_s3.url})),
                            tmp_path / "home")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse
 from typing import Any
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
