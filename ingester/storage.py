@@ -21,7 +21,8 @@ from pyarrow import fs as pafs
 
 from ingester.errors import LocationRefused, UnreadableFile, is_transient
 from ingester.events import FileEvent
-from ingester.iceberg_layer.footers import Footer, read_footer
+from ingester.iceberg_layer.footers import TAIL_BYTES, Footer, footer_span, read_footer
+from ingester.s3_objects import read_range, read_tail, store_for
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -169,15 +170,41 @@ class FileReader:
         GET on S3: a small S3 object is then read whole, and kept as ``Footer.whole`` for
         ``open_raw_from`` and ``open_from``); ``UnreadableFile`` / ``LocationRefused`` on bad
         input, transient errors raised."""
-        source = self.open_raw(event, allowed)
         remote = event.data is None and is_remote(event.location)
         try:
-            with source:
-                footer = read_footer(source, source.size(), keep_whole=remote)
+            if remote and (tail := self._read_tail(event, allowed)) is not None:
+                data, size = tail
+                with pa.BufferReader(data) as end:
+                    footer = read_footer(end, size, keep_whole=True, offset=size - len(data))
+            else:
+                with self.open_raw(event, allowed) as source:
+                    footer = read_footer(source, source.size(), keep_whole=remote)
             return footer, footer.metadata()
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
             raise_if_transient(exc, event)
             raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None
+
+    def _read_tail(self, event: FileEvent, allowed: Allowed | None) -> tuple[bytes, int] | None:
+        """The last ``TAIL_BYTES`` of the event's S3 file (and its whole footer) and the file's
+        size: one suffix-range GET (``s3_objects``: no HEAD first), a second one only for a
+        longer footer; None when the store's options keep pyarrow (or it is not on S3)."""
+        loc = allowed if isinstance(allowed, Allowed) else self.allowed(event)
+        if loc is None or not loc.startswith("s3://"):
+            return None
+        if self._s3 is None:
+            raise UnreadableFile(f"{event.describe()}: no S3 store is configured")
+        bucket, _, key = loc[5:].partition("/")
+        store = store_for(self._s3, bucket)
+        if store is None:
+            return None
+        try:
+            end, size = read_tail(store, key, TAIL_BYTES, loc)
+            span = footer_span(end)
+            if len(end) < span <= size:  # a footer longer than the tail: one more GET for the rest
+                end = read_range(store, key, size - span, size - len(end), loc) + end
+            return end, size
+        except FileNotFoundError:
+            raise UnreadableFile(f"{event.describe()}: file not found") from None
 
     def open_raw_from(self, event: FileEvent, footer: Footer, allowed: Allowed | None = None) -> pa.NativeFile:
         """``open_raw``, from the footer's bytes when it holds the whole file (no request)."""

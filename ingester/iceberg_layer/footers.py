@@ -65,13 +65,25 @@ class IdFooter:
     leaf_ids: dict[str, int]
 
 
-def read_footer(source: pa.NativeFile, size: int, keep_whole: bool = False) -> Footer:
+def footer_span(end: bytes) -> int:
+    """How many bytes at a file's end its footer takes (thrift, length, magic), read from its
+    last bytes ``end``; 0 when they are not a parquet file's end."""
+    if len(end) < 8 or end[-4:] != MAGIC:
+        return 0
+    return int(struct.unpack("<I", end[-8:-4])[0]) + 8
+
+
+def read_footer(source: pa.NativeFile, size: int, keep_whole: bool = False, offset: int = 0) -> Footer:
     """The footer of the parquet file ``source`` (``size`` bytes); ``ValueError`` if it has none
     (or an encrypted one). ``keep_whole``: a file no longer than ``TAIL_BYTES`` is read whole
-    anyway; keep its bytes (``Footer.whole``) so that it is never fetched again (a remote file)."""
+    anyway; keep its bytes (``Footer.whole``) so that it is never fetched again (a remote file).
+    ``offset``: where in the file ``source`` starts (``source`` holds only the file's end: at
+    least ``TAIL_BYTES`` of it, or all of it, and the whole footer)."""
     tail_len = min(size, TAIL_BYTES)
-    source.seek(size - tail_len)
+    source.seek(size - tail_len - offset)
     tail = source.read(tail_len)
+    if len(tail) != tail_len:
+        raise ValueError(f"the file ends before byte {size}")
     if size < 12 or tail[-4:] != MAGIC:
         raise ValueError("not a parquet file (no PAR1 at its end)")
     (length,) = struct.unpack("<I", tail[-8:-4])
@@ -80,7 +92,7 @@ def read_footer(source: pa.NativeFile, size: int, keep_whole: bool = False) -> F
     if length + 8 <= tail_len:
         thrift = tail[-8 - length:-8]
     else:
-        source.seek(size - 8 - length)
+        source.seek(size - 8 - length - offset)
         thrift = source.read(length)
     return Footer(size - 8 - length, bytes(thrift), bytes(tail) if keep_whole and tail_len == size else None)
 

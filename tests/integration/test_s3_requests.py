@@ -1,7 +1,8 @@
-"""What a small file on S3 costs in requests: its footer read (one HEAD and one ranged GET,
-which for a file no longer than ``footers.TAIL_BYTES`` is the whole file) is all that is fetched;
-the table's as-is copy and the page check read those bytes again, not the store. Counted by a
-pass-through proxy in front of SeaweedFS's S3."""
+"""What a small file on S3 costs in requests: its footer read (one ranged GET, which for a file
+no longer than ``footers.TAIL_BYTES`` is the whole file; a HEAD first only when the event does
+not say the file's size, or says a wrong one) is all that is fetched; the table's as-is copy
+and the page check read those bytes again, not the store. Counted by a pass-through proxy in
+front of SeaweedFS's S3."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ingester.batch import Batch, Pending, TableRef
@@ -48,14 +51,54 @@ def test_a_small_s3_file_is_fetched_once_for_its_footer_its_pages_and_its_copy(
     assert result.zero_copy and result.files == 6
     table = seaweed.catalog().load_table((ref.namespace, ref.name))
     assert table_ids(table) == sorted(i for f in files for i in f.ids)
-    per_key: Counter[tuple[str, str]] = Counter()
-    for line, n in counting_s3.requests.items():
-        method, target, _ = line.split(" ")
-        per_key[(method, target.split("?")[0])] += n
+    per_key = _requests_per_key(counting_s3)
     for f in files:
         key = "/" + f.location.removeprefix("s3://")
         assert per_key[("GET", key)] == 1, (f.location, dict(per_key))
-        assert per_key[("HEAD", key)] <= 1
+        assert per_key[("HEAD", key)] == 0, (f.location, dict(per_key))  # the event gave the size
+
+
+def _requests_per_key(proxy: FaultProxy) -> Counter[tuple[str, str]]:
+    per_key: Counter[tuple[str, str]] = Counter()
+    for line, n in proxy.requests.items():
+        method, target, _ = line.split(" ")
+        per_key[(method, target.split("?")[0])] += n
+    return per_key
+
+
+def test_the_event_need_not_say_the_size(seaweed: Any, counting_s3: FaultProxy) -> None:
+    """The footer read is a suffix-range GET: an event without ``bytes`` costs no HEAD either."""
+    files = stage_files(seaweed, 3)
+    fs = s3_filesystem(counting_s3.url, seaweed.access_key, seaweed.secret_key, seaweed.region)
+    committer = SnapshotCommitter(seaweed.catalog(), FileReader([STAGING], fs))
+    ref = TableRef(f"q{uuid.uuid4().hex[:8]}", "t")
+    events = [FileEvent("t", location=f.location, verified=True) for f in files]
+    result = committer.commit(Batch(ref, tuple(Pending(e) for e in events)))
+    assert result.files == 3 and not result.rejected, result
+    table = seaweed.catalog().load_table((ref.namespace, ref.name))
+    assert table_ids(table) == sorted(i for f in files for i in f.ids)
+    per_key = _requests_per_key(counting_s3)
+    for f in files:
+        key = "/" + f.location.removeprefix("s3://")
+        assert (per_key[("GET", key)], per_key[("HEAD", key)]) == (1, 0), dict(per_key)
+
+
+def test_a_footer_longer_than_the_first_read_is_fetched_whole(seaweed: Any, counting_s3: FaultProxy) -> None:
+    """A file whose footer alone is longer than ``TAIL_BYTES`` (1,500 columns) lands whole:
+    the rest of its footer comes in a second ranged GET."""
+    fs = s3_filesystem(seaweed.s3_endpoint, seaweed.access_key, seaweed.secret_key, seaweed.region)
+    key = f"warehouse/staging/{uuid.uuid4().hex}/wide.parquet"
+    data = pa.table({"id": pa.array([1, 2, 3], pa.int64()), **{f"c{i:04d}": pa.array([i, None, -i]) for i in range(1500)}})
+    with fs.open_output_stream(key) as out:
+        pq.write_table(data, out)
+    assert pq.read_metadata(fs.open_input_file(key)).serialized_size > TAIL_BYTES
+    proxied = s3_filesystem(counting_s3.url, seaweed.access_key, seaweed.secret_key, seaweed.region)
+    committer = SnapshotCommitter(seaweed.catalog(), FileReader([STAGING], proxied))
+    ref = TableRef(f"q{uuid.uuid4().hex[:8]}", "t")
+    result = committer.commit(Batch(ref, (Pending(FileEvent("t", location=f"s3://{key}", verified=True)),)))
+    assert result.files == 1 and not result.rejected, result
+    back = seaweed.catalog().load_table((ref.namespace, ref.name)).scan().to_arrow()
+    assert back.sort_by("id").select(data.column_names).equals(data)
 
 
 def test_a_commit_writes_each_small_object_with_one_put(seaweed: Any, counting_s3: FaultProxy, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ def code_map() -> str:
 
 def test_every_folder_and_top_level_module_is_on_the_map_and_the_map_names_only_real_ones() -> None:
     rows = [line for line in code_map().splitlines() if line.startswith("| `")]
-    named = {name for row in rows for name in re.findall(r"`([a-z_]+(?:/|\.py))`", row.split("|")[1])}
+    named = {name for row in rows for name in re.findall(r"`([a-z0-9_]+(?:/|\.py))`", row.split("|")[1])}
     real = {p.name + "/" for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     real |= {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
     assert named == real
@@ -25,5 +25,5 @@ def test_every_folder_and_top_level_module_is_on_the_map_and_the_map_names_only_
 def test_modules_named_inside_a_folder_exist() -> None:
     for row in (line for line in code_map().splitlines() if line.startswith("| `") and "/` |" in line):
         folder = PACKAGE / row.split("`")[1]
-        for module in re.findall(r"`([a-z_]+\.py)`", row.split("|")[2]):
+        for module in re.findall(r"`([a-z0-9_]+\.py)`", row.split("|")[2]):
             assert (folder / module).exists(), f"{folder.name}/{module}"

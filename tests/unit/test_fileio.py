@@ -1,14 +1,17 @@
-"""The FileIO every catalog of ingester gets: S3 writes of small objects are one request."""
+"""The FileIO every catalog of ingester gets: S3 writes of small objects are one request
+(a ``PutStream``, or pyarrow's delayed-open stream where the options keep pyarrow)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from pyiceberg.io import PY_IO_IMPL
 
 from ingester.catalog import open_catalog
 from ingester.iceberg_layer.fileio import IO_IMPL, PutOnceFileIO, with_file_io
+from ingester.s3_objects import PutStream
 from ingester.settings import CatalogSettings
 
 S3 = {"s3.endpoint": "http://127.0.0.1:1", "s3.region": "us-east-1", "s3.access-key-id": "k", "s3.secret-access-key": "s"}
@@ -19,6 +22,19 @@ def test_s3_output_streams_open_lazily() -> None:
     _, (options,) = fs.__reduce__()
     assert options["allow_delayed_open"] is True
     assert options["endpoint_override"] == "http://127.0.0.1:1" and options["access_key"] == "k"  # pyiceberg's options kept
+
+
+def test_s3_outputs_are_put_streams_unless_the_options_keep_pyarrow(tmp_path: Path) -> None:
+    class NotSent(Exception):
+        """Leaves the block: a ``PutStream`` then sends nothing (there is no server here)."""
+
+    with pytest.raises(NotSent), PutOnceFileIO(S3).new_output("s3://bucket/t/a.parquet").create(overwrite=True) as out:
+        assert isinstance(out, PutStream) and repr(out) == "PutStream('s3://bucket/t/a.parquet')"
+        raise NotSent
+    kept = PutOnceFileIO({**S3, "s3.proxy-uri": "http://proxy.invalid:3128"})
+    assert type(kept.new_output("s3://bucket/k")).__name__ == "PyArrowFile"
+    local = PutOnceFileIO(S3).new_output((tmp_path / "a.bin").as_uri())
+    assert type(local).__name__ == "PyArrowFile"
 
 
 def test_a_fileio_named_in_the_properties_is_kept() -> None:
