@@ -7,7 +7,8 @@ copy between local files) with a new footer that carries the table's field ids
 untrusted producers have every page decoded once first: a corrupt page (its footer fine)
 would break every reader of the table (files whose producer decoded every page, or wrote them,
 are not decoded again: ``WriteOptions.must_verify``). The ``DataFile`` (column metrics) comes from the
-footer that ``SnapshotCommitter.read`` already read: nothing is read twice.
+footer bytes that ``SnapshotCommitter.read`` kept, parsed again here one file at a time (parsed,
+a footer takes 8x its bytes; a batch holds a thousand): nothing is read twice.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from typing import BinaryIO, cast
 from urllib.parse import urlparse
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties, Transaction
-from pyiceberg.table.metadata import TableMetadata
 
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import READ_BATCH_ROWS, BadFile, SourceFile
 from ingester.iceberg_layer.datafiles import SnapshotProducer, as_is_data_file, nan_count
-from ingester.iceberg_layer.footers import IdFooter, Unmapped, with_field_ids, write_with_footer
+from ingester.iceberg_layer.footers import IdFooter, Unmapped, copy_size, with_field_ids, write_with_footer
 from ingester.storage import file_map, file_threads, raise_if_transient
 
 VERIFY_THREADS = 2
@@ -56,30 +57,28 @@ def as_is_footers(files: Sequence[SourceFile], target: pa.Schema, table: Table) 
     return footers
 
 
-def scan_files(files: Sequence[SourceFile], options: WriteOptions) -> list[dict[str, int]]:
-    """The NaN count of each top-level float column of each file (footers have none); for the
-    files ``options.must_verify``, every page of every column is decoded on the way, else only
-    the float columns are read. Two files at a time. Raises ``BadFile``."""
-
-    def scan(f: SourceFile) -> dict[str, int]:
-        verify_files = options.must_verify(f.item.event)
-        floats = [field.name for field in f.raw_schema if pa.types.is_floating(field.type)]
-        if not floats and not verify_files:
-            return {}
-        nans = dict.fromkeys(floats, 0)
-        try:
-            parquet = f.open(read_dictionary=sorted(f.dictionary) if verify_files else ())
-            batches = parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=None if verify_files else floats,
-                                           use_threads=False)  # the files run side by side already
-            for batch in batches:
-                for name in floats:
-                    nans[name] += nan_count(batch.column(name))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise_if_transient(exc, f.item.event)
-            raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
-        return nans
-
-    return file_map(scan, files, file_threads((f.location for f in files), VERIFY_THREADS), "ingester-scan")
+def _scanned(f: SourceFile, options: WriteOptions) -> tuple[pq.FileMetaData, dict[str, int]]:
+    """The file's parsed footer and the NaN count of each top-level float column (footers have
+    none); for a file ``options.must_verify``, every page of every column is decoded on the
+    way, else only the float columns are read. Raises ``BadFile``."""
+    assert f.footer is not None  # as_is_footers checked it
+    verify_files = options.must_verify(f.item.event)
+    floats = [field.name for field in f.raw_schema if pa.types.is_floating(field.type)]
+    parsed = f.footer.metadata_again()  # the read parsed it once already
+    if not floats and not verify_files:
+        return parsed, {}
+    nans = dict.fromkeys(floats, 0)
+    try:
+        parquet = f.open(read_dictionary=sorted(f.dictionary) if verify_files else (), metadata=parsed)
+        batches = parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=None if verify_files else floats,
+                                       use_threads=False)  # the files run side by side already
+        for batch in batches:
+            for name in floats:
+                nans[name] += nan_count(batch.column(name))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        raise_if_transient(exc, f.item.event)
+        raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
+    return parsed, nans
 
 
 def name_mapped(tx: Transaction) -> None:
@@ -94,33 +93,44 @@ def add_as_is(
     footers: Sequence[IdFooter], batch_id: str, options: WriteOptions,
 ) -> int:
     """Register ``files`` (with ``as_is_footers``) in ``producer`` (call ``name_mapped`` before
-    opening it): the files ``options.must_verify`` have every page decoded first (``scan_files``); the table's
-    copies are named by the batch id, so a retried commit replaces its own copies. Returns
-    their rows."""
-    nans = scan_files(files, options)
+    opening it). First each file's ``DataFile`` (its metrics from its footer, parsed once
+    here and let go: ``_scanned``; the files ``options.must_verify`` have every page decoded),
+    two files at a time when they are remote; only when every file passed, the copies, named
+    by the batch id, so a retried commit replaces its own copies. Returns their rows."""
     folder = f"{table.location().rstrip('/')}/data"
-    _make_folder(folder)
     base = f"{folder}/ingester-{batch_id}"
+    metadata = tx.table_metadata
 
-    def register(i: int) -> DataFile:
-        return _copy(tx.table_metadata, table.io, files[i], footers[i], nans[i], f"{base}-{i:05d}.parquet")
+    def described(i: int) -> DataFile:
+        f, footer = files[i], footers[i]
+        assert f.footer is not None
+        parsed, nans = _scanned(f, options)
+        nan_counts = {footer.leaf_ids[name]: n for name, n in nans.items()}
+        size = copy_size(f.footer, footer)
+        return as_is_data_file(metadata, f"{base}-{i:05d}.parquet", size, parsed, footer.leaf_ids, nan_counts)
 
-    threads = file_threads([folder, *(f.location for f in files)], options.read_concurrency)
-    for data_file in file_map(register, range(len(files)), threads, "ingester-copy"):
+    scan_threads = file_threads((f.location for f in files), VERIFY_THREADS)
+    data_files = file_map(described, range(len(files)), scan_threads, "ingester-scan")
+    _make_folder(folder)
+
+    def copy(i: int) -> None:
+        _copy(table.io, files[i], footers[i], data_files[i].file_path)
+
+    file_map(copy, range(len(files)), file_threads([folder, *(f.location for f in files)], options.read_concurrency),
+             "ingester-copy")
+    for data_file in data_files:
         producer.append_data_file(data_file)
     return sum(f.rows for f in files)
 
 
-def _copy(metadata: TableMetadata, io: FileIO, f: SourceFile, footer: IdFooter, nans: dict[str, int], dest: str) -> DataFile:
-    """The table's copy of ``f`` at ``dest``, with ``footer``; its ``DataFile``."""
-    assert f.footer is not None and f.metadata is not None  # as_is_footers checked it
+def _copy(io: FileIO, f: SourceFile, footer: IdFooter, dest: str) -> None:
+    """The table's copy of ``f`` at ``dest``, with ``footer``."""
+    assert f.footer is not None  # as_is_footers checked it
     try:
         with f.open_raw() as source, _create(io, dest) as out:
-            size = write_with_footer(source, f.footer, footer, out)
+            write_with_footer(source, f.footer, footer, out)
     except ValueError as exc:  # the file changed since its footer was read; writing errors are not the file's
         raise BadFile(f, f"{f.describe()}: cannot copy: {exc}") from None
-    nan_counts = {footer.leaf_ids[name]: n for name, n in nans.items()}
-    return as_is_data_file(metadata, dest, size, f.metadata, footer.leaf_ids, nan_counts)
 
 
 def _local_path(location: str) -> Path | None:

@@ -37,7 +37,7 @@ from ingester.branches import MAIN, ensure_branch, head
 from ingester.commit.dispositions import append, merge_into, replace_all
 from ingester.commit.layout import apply_properties, evolve_partitioning, evolve_sort_order
 from ingester.commit.options import WriteOptions
-from ingester.commit.source_files import BadFile, SourceFile
+from ingester.commit.source_files import BadFile, SourceFile, null_columns
 from ingester.errors import SchemaConflict, TerminalError
 from ingester.events import FileEvent, WriteDisposition
 from ingester.iceberg_layer import markers as mk
@@ -202,12 +202,12 @@ class SnapshotCommitter:
             _check_file(schema, ev)
             return SourceFile(
                 item, schema, raw, metadata.num_rows,
-                open=lambda read_dictionary=(): self.reader.open_from(ev, footer, read_dictionary, metadata, allowed),
+                open=lambda read_dictionary=(), metadata=None: self.reader.open_from(ev, footer, read_dictionary, metadata, allowed),
                 open_raw=lambda: self.reader.open_raw_from(ev, footer, allowed),
                 location=allowed,
                 dictionary=dictionary_encoded(metadata),
                 footer=footer,
-                metadata=metadata,
+                null_columns=null_columns(metadata, raw),
             )
         except TerminalError as exc:
             return Rejected(ev, item.position, str(exc))

@@ -31,36 +31,38 @@ class SourceFile:
     raw_schema: pa.Schema
     rows: int
     open: Callable[..., pq.ParquetFile]
-    """``open(read_dictionary=())``: the parquet file, those columns read as dictionaries."""
+    """``open(read_dictionary=(), metadata=None)``: the parquet file, those columns read as
+    dictionaries (``metadata``: its footer parsed, if at hand: not parsed again)."""
     open_raw: Callable[[], pa.NativeFile]
     location: str | None = None
     """Canonical ``file://`` or ``s3://`` location (None for inline data)."""
     dictionary: frozenset[str] = frozenset()
     """``dictionaries.dictionary_encoded`` of the file."""
     footer: Footer | None = None
-    """The file's footer as read (registering it as-is writes a new one with field ids)."""
-    metadata: pq.FileMetaData | None = None
-    """``footer`` parsed: schema, row groups and column statistics."""
+    """The file's footer as read (registering it as-is writes a new one with field ids; its
+    parsed form, 8x the bytes, is not held: ``Footer.metadata`` parses it where needed)."""
+    null_columns: frozenset[str] = frozenset()
+    """``null_columns`` of the file."""
 
     def describe(self) -> str:
         return self.item.event.describe()
 
-    @property
-    def null_columns(self) -> frozenset[str]:
-        """Top-level primitive columns without a value (every row null, by the statistics)."""
-        if self.metadata is None or not self.rows:
-            return frozenset()
-        names = {f.name for f in self.raw_schema if not pa.types.is_nested(f.type)}
-        full: dict[str, bool] = {}
-        for i in range(self.metadata.num_row_groups):
-            group = self.metadata.row_group(i)
-            for j in range(group.num_columns):
-                chunk = group.column(j)
-                if chunk.path_in_schema in names:
-                    stats = chunk.statistics
-                    nulls = stats is not None and stats.has_null_count and stats.null_count == group.num_rows
-                    full[chunk.path_in_schema] = full.get(chunk.path_in_schema, True) and nulls
-        return frozenset(name for name, all_null in full.items() if all_null)
+
+def null_columns(metadata: pq.FileMetaData, raw_schema: pa.Schema) -> frozenset[str]:
+    """Top-level primitive columns without a value (every row null, by the statistics)."""
+    if not metadata.num_rows:
+        return frozenset()
+    names = {f.name for f in raw_schema if not pa.types.is_nested(f.type)}
+    full: dict[str, bool] = {}
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        for j in range(group.num_columns):
+            chunk = group.column(j)
+            if chunk.path_in_schema in names:
+                stats = chunk.statistics
+                nulls = stats is not None and stats.has_null_count and stats.null_count == group.num_rows
+                full[chunk.path_in_schema] = full.get(chunk.path_in_schema, True) and nulls
+    return frozenset(name for name, all_null in full.items() if all_null)
 
 
 class BadFile(Exception):

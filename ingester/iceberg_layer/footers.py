@@ -24,6 +24,11 @@ from thrift.Thrift import TType
 
 from ingester.iceberg_layer.thrift_compact import Struct, ThriftList, edit_struct
 
+try:  # how pyarrow unpickles a FileMetaData: its thrift bytes parsed, without a file reader
+    from pyarrow._parquet import _reconstruct_filemetadata as _from_thrift
+except ImportError:  # pragma: no cover - a pyarrow without it: read_metadata of the framed bytes
+    _from_thrift = None
+
 MAGIC = b"PAR1"
 TAIL_BYTES = 64 * 1024
 """Read at the end of a file at once: the footer of a small or medium file fits."""
@@ -52,9 +57,18 @@ class Footer:
     """The complete file, when the read of its end covered all of it (``read_footer(keep_whole=)``)."""
 
     def metadata(self) -> pq.FileMetaData:
-        """The footer parsed by pyarrow (schema, row groups, statistics), from these bytes alone."""
+        """The footer parsed by pyarrow (schema, row groups, statistics), from these bytes alone;
+        ``OSError`` / ``ArrowInvalid`` when they are not a footer."""
         framed = MAGIC + self.thrift + struct.pack("<I", len(self.thrift)) + MAGIC
         return pq.read_metadata(pa.BufferReader(framed))
+
+    def metadata_again(self) -> pq.FileMetaData:
+        """``metadata``, for a footer whose ``metadata`` already succeeded, twice as fast (51
+        against 102 us for 10 columns): pyarrow's unpickling parse, which has no error path (on
+        bytes that are not a footer it aborts the process), so never the first parse."""
+        if _from_thrift is None:
+            return self.metadata()
+        return _from_thrift(pa.py_buffer(self.thrift))
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +197,11 @@ def with_field_ids(footer: Footer, schema: Schema) -> IdFooter:
     return IdFooter(thrift, leaf_ids)
 
 
+def copy_size(footer: Footer, new: IdFooter) -> int:
+    """The size of the file ``write_with_footer`` makes from a file with ``footer``."""
+    return footer.data_bytes + len(new.thrift) + 8
+
+
 def write_with_footer(source: pa.NativeFile, footer: Footer, new: IdFooter, out: BinaryIO) -> int:
     """The data bytes of ``source`` then ``new``'s footer, into ``out``; returns the bytes written."""
     source.seek(0)
@@ -195,7 +214,7 @@ def write_with_footer(source: pa.NativeFile, footer: Footer, new: IdFooter, out:
             out.write(block)
             left -= len(block)
     out.write(new.thrift + struct.pack("<I", len(new.thrift)) + MAGIC)
-    return footer.data_bytes + len(new.thrift) + 8
+    return copy_size(footer, new)
 
 
 def _copy_range(source: pa.NativeFile, out: BinaryIO, length: int) -> bool:

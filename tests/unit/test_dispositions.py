@@ -24,7 +24,7 @@ from ingester.catalog import open_catalog
 from ingester.commit.as_is import add_as_is, as_is_footers
 from ingester.commit.dispositions import append, merge_into, replace_all
 from ingester.commit.options import WriteOptions
-from ingester.commit.source_files import BadFile, SourceFile
+from ingester.commit.source_files import BadFile, SourceFile, null_columns
 from ingester.events import FileEvent, WriteDisposition
 from ingester.schema import normalize_schema, table_arrow_schema, to_iceberg
 from ingester.settings import CatalogSettings
@@ -48,9 +48,9 @@ def source(path: Path, event: FileEvent | None = None) -> SourceFile:
     footer, metadata = reader.footer(ev)
     raw = metadata.schema.to_arrow_schema()
     return SourceFile(Pending(ev), normalize_schema(raw), raw, metadata.num_rows,
-                      open=lambda read_dictionary=(): reader.open(ev, read_dictionary),
+                      open=lambda read_dictionary=(), metadata=None: reader.open(ev, read_dictionary, metadata),
                       open_raw=lambda: reader.open_raw(ev), location=reader.check(str(path)),
-                      footer=footer, metadata=metadata)
+                      footer=footer, null_columns=null_columns(metadata, raw))
 
 
 def rows(table: Table) -> list[tuple[int, str]]:

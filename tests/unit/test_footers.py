@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingester.iceberg_layer.footers import Footer, Unmapped, read_footer, with_field_ids, write_with_footer
+from ingester.iceberg_layer.footers import Footer, Unmapped, copy_size, read_footer, with_field_ids, write_with_footer
 from ingester.iceberg_layer.thrift_compact import edit_struct
 from ingester.schema import to_iceberg
 
@@ -111,3 +111,26 @@ def test_a_schema_seen_before_is_not_edited_again_and_gives_the_same_footer() ->
     assert (again.thrift, again.leaf_ids) == (fresh.thrift, fresh.leaf_ids)
     other = to_iceberg(pa.schema([("tags", data.schema.field("tags").type), ("id", pa.int64())]))
     assert with_field_ids(second, other).leaf_ids != fresh.leaf_ids  # another table schema: its own ids
+
+
+def test_a_second_parse_gives_the_same_footer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``metadata_again`` (pyarrow's unpickling parse, or ``metadata`` without it) gives the
+    footer ``metadata`` gives."""
+    from ingester.iceberg_layer import footers
+
+    data = parquet_bytes(pa.table(ROWS, NESTED), row_group_size=1)
+    first = footer_of(data).metadata()
+    fast = footer_of(data).metadata_again()
+    monkeypatch.setattr(footers, "_from_thrift", None)
+    slow = footer_of(data).metadata_again()
+    assert first.equals(fast) and first.equals(slow) and first.equals(pq.read_metadata(pa.BufferReader(data)))
+    assert fast.num_row_groups == 2 and fast.row_group(1).column(0).statistics.min == 2
+    assert fast.schema.to_arrow_schema().equals(NESTED)
+
+
+def test_copy_size_is_what_write_with_footer_writes() -> None:
+    data = parquet_bytes(pa.table(ROWS, NESTED))
+    footer = footer_of(data)
+    new = with_field_ids(footer, to_iceberg(NESTED))
+    out = io.BytesIO()
+    assert write_with_footer(pa.BufferReader(data), footer, new, out) == copy_size(footer, new) == len(out.getvalue())
