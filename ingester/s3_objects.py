@@ -44,6 +44,7 @@ _STORES = 64
 _stores: dict[tuple[Any, ...], S3Store] = {}
 _lock = threading.Lock()
 _UNMAPPED = ("role_arn", "tls_ca_file_path", "default_metadata")
+_UNSATISFIABLE = "416 Range Not Satisfiable"
 
 
 def store_for(fs: S3FileSystem, bucket: str) -> S3Store | None:
@@ -114,6 +115,8 @@ def read_tail(store: S3Store, key: str, length: int, location: str) -> tuple[byt
         data = bytes(result.bytes())
         size = int(result.meta["size"])
     except Exception as exc:  # obstore raises its own types (and builtins for bad arguments)
+        if _UNSATISFIABLE in str(exc):  # no byte to give: the object is empty (RFC 9110 14.1.1)
+            return b"", 0
         raise translated(exc, location) from None
     return data, size
 

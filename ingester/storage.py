@@ -166,10 +166,11 @@ class FileReader:
             raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None
 
     def footer(self, event: FileEvent, allowed: Allowed | None = None) -> tuple[Footer, pq.FileMetaData]:
-        """The event's parquet footer, raw and parsed, from one read of the file's end (a ranged
-        GET on S3: a small S3 object is then read whole, and kept as ``Footer.whole`` for
-        ``open_raw_from`` and ``open_from``); ``UnreadableFile`` / ``LocationRefused`` on bad
-        input, transient errors raised."""
+        """The event's parquet footer, raw and parsed, from one read of the file's end (on S3 a
+        suffix-range GET, no HEAD: a small S3 object is then read whole, and kept as
+        ``Footer.whole`` for ``open_raw_from`` and ``open_from``); ``UnreadableFile`` /
+        ``LocationRefused`` on bad input (an empty or truncated object too), transient errors
+        raised."""
         remote = event.data is None and is_remote(event.location)
         try:
             if remote and (tail := self._read_tail(event, allowed)) is not None:

@@ -120,3 +120,23 @@ def test_a_commit_writes_each_small_object_with_one_put(seaweed: Any, counting_s
     data_puts = [t for m, t in lines if m == "PUT" and "/data/" in t]
     assert len(data_puts) == len(set(data_puts)) == 3, lines  # each copy one request
     assert any(m == "PUT" and t.endswith(".avro") for m, t in lines), lines  # pyiceberg's own writes went here too
+
+
+def test_an_empty_or_broken_object_is_set_aside_not_retried(seaweed: Any) -> None:
+    """An empty object (its suffix-range GET is answered 416), one shorter than a footer and one
+    without a footer are rejected as unreadable, naming the file; the good file beside them lands."""
+    fs = s3_filesystem(seaweed.s3_endpoint, seaweed.access_key, seaweed.secret_key, seaweed.region)
+    good = stage_files(seaweed, 1)[0]
+    run = uuid.uuid4().hex
+    broken = {"empty": b"", "short": b"PAR1", "junk": b"x" * 5000}
+    for name, body in broken.items():
+        with fs.open_output_stream(f"warehouse/staging/{run}/{name}.parquet") as out:
+            out.write(body)
+    committer = SnapshotCommitter(seaweed.catalog(), FileReader([STAGING], fs))
+    ref = TableRef(f"q{uuid.uuid4().hex[:8]}", "t")
+    events = [FileEvent("t", location=f"{STAGING}/{run}/{name}.parquet") for name in broken]
+    result = committer.commit(Batch(ref, tuple(Pending(e) for e in [*events, FileEvent("t", location=good.location)])))
+    assert result.files == 1 and len(result.rejected) == 3, result
+    for name, rejected in zip(broken, result.rejected):
+        assert f"{name}.parquet: not a readable parquet file" in rejected.reason, rejected.reason
+    assert table_ids(seaweed.catalog().load_table((ref.namespace, ref.name))) == sorted(good.ids)
