@@ -92,12 +92,14 @@ def _new_store(bucket: str, options: dict[str, Any], endpoint: str) -> S3Store:
 
 def translated(exc: Exception, location: str) -> OSError:
     """An obstore error as the ``OSError`` pyarrow would raise for it: not found, refused
-    credentials (``AccessDenied``: terminal), or else a failed request (transient: retried).
+    (``ACCESS_DENIED``, pyarrow's name for it: terminal), or else a failed request (transient:
+    retried).
     The text names the location and the store's answer, never a credential."""
     if isinstance(exc, (NotFoundError, FileNotFoundError)):  # obstore raises builtins for some
         return FileNotFoundError(f"{location}: Path does not exist (NoSuchKey)")
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError, PermissionError)):
-        return PermissionError(f"{location}: AccessDenied: the store refused the credentials: {_first_line(exc)}")
+        return PermissionError(f"{location}: ACCESS_DENIED: the store refused the request (credentials or policy): "
+                               f"{_first_line(exc)}")
     if isinstance(exc, (AlreadyExistsError, PreconditionError, FileExistsError)):
         return FileExistsError(f"{location}: {_first_line(exc)}")
     return ConnectionError(f"{location}: request failed: {_first_line(exc)}")

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from ingester.errors import LocationRefused, UnreadableFile, is_transient
+from ingester.errors import LocationRefused, UnreadableFile, is_auth_failure, is_transient
 from ingester.events import FileEvent
 from ingester.iceberg_layer.footers import TAIL_BYTES, Footer, footer_span, read_footer
 from ingester.s3_objects import read_range, read_tail, store_for
@@ -231,9 +231,11 @@ class FileReader:
 
 
 def raise_if_transient(exc: BaseException, event: FileEvent) -> None:
-    """Re-raise a network error while reading a remote file (it is retried, not dead-lettered).
-    Local files are never transient: their error text (with the path) is not trusted for it."""
-    if event.location and event.location.startswith(("s3://", "s3a://")) and is_transient(exc):
+    """Re-raise a network error while reading a remote file (it is retried), or the store
+    refusing our credentials (the daemon stops, saying so): neither is the file's fault, so
+    neither is dead-lettered. Local files are never transient: their error text (with the
+    path) is not trusted for it."""
+    if event.location and event.location.startswith(("s3://", "s3a://")) and (is_transient(exc) or is_auth_failure(exc)):
         raise exc
 
 

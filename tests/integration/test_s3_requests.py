@@ -19,6 +19,7 @@ import pytest
 from ingester.batch import Batch, Pending, TableRef
 from ingester.catalog import open_catalog
 from ingester.commit import SnapshotCommitter
+from ingester.errors import is_auth_failure, is_transient
 from ingester.events import FileEvent
 from ingester.iceberg_layer.footers import TAIL_BYTES
 from ingester.settings import CatalogSettings
@@ -140,3 +141,16 @@ def test_an_empty_or_broken_object_is_set_aside_not_retried(seaweed: Any) -> Non
     for name, rejected in zip(broken, result.rejected):
         assert f"{name}.parquet: not a readable parquet file" in rejected.reason, rejected.reason
     assert table_ids(seaweed.catalog().load_table((ref.namespace, ref.name))) == sorted(good.ids)
+
+
+def test_refused_credentials_on_a_source_file_stop_the_read_not_the_file(seaweed: Any) -> None:
+    """The store refusing our key is not the file's fault: the read raises it (the daemon stops
+    with "authentication failed") instead of setting the file aside as unreadable."""
+    good = stage_files(seaweed, 1)[0]
+    fs = s3_filesystem(seaweed.s3_endpoint, seaweed.access_key, "not-the-secret", seaweed.region)
+    committer = SnapshotCommitter(seaweed.catalog(), FileReader([STAGING], fs))
+    batch = Batch(TableRef(f"q{uuid.uuid4().hex[:8]}", "t"), (Pending(FileEvent("t", location=good.location)),))
+    with pytest.raises(OSError) as refused:
+        committer.read(batch)
+    assert is_auth_failure(refused.value) and not is_transient(refused.value)
+    assert "not-the-secret" not in str(refused.value)

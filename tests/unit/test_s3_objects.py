@@ -48,7 +48,7 @@ def test_errors_read_as_pyarrow_s() -> None:
     missing = translated(NotFoundError("object not found"), "s3://b/k")
     assert isinstance(missing, FileNotFoundError) and not is_transient(missing)
     refused = translated(PermissionDeniedError("403 Forbidden: SignatureDoesNotMatch"), "s3://b/k")
-    assert is_auth_failure(refused) and not is_transient(refused)
+    assert is_auth_failure(refused) and not is_transient(refused) and "ACCESS_DENIED" in str(refused)
     failed = translated(GenericError("error sending request"), "s3://b/k")
     assert is_transient(failed) and "s3://b/k" in str(failed)
 
