@@ -98,9 +98,10 @@ def read_footer(source: pa.NativeFile, size: int, keep_whole: bool = False, offs
     tail = source.read(tail_len)
     if len(tail) != tail_len:
         raise ValueError(f"the file ends before byte {size}")
-    if size < 12 or tail[-4:] != MAGIC:
+    span = footer_span(tail)
+    if size < 12 or not span:
         raise ValueError("not a parquet file (no PAR1 at its end)")
-    (length,) = struct.unpack("<I", tail[-8:-4])
+    length = span - 8
     if length + 12 > size:
         raise ValueError("parquet footer longer than the file")
     if length + 8 <= tail_len:
