@@ -162,7 +162,7 @@ class FileReader:
         try:
             return pq.ParquetFile(source, metadata=metadata, read_dictionary=list(read_dictionary) or None)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise_if_transient(exc, event)
+            raise_unless_the_files_fault(exc, event)
             raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None
 
     def footer(self, event: FileEvent, allowed: Allowed | None = None) -> tuple[Footer, pq.FileMetaData]:
@@ -182,7 +182,7 @@ class FileReader:
                     footer = read_footer(source, source.size(), keep_whole=remote)
             return footer, footer.metadata()
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
-            raise_if_transient(exc, event)
+            raise_unless_the_files_fault(exc, event)
             raise UnreadableFile(f"{event.describe()}: not a readable parquet file: {exc}") from None
 
     def _read_tail(self, event: FileEvent, allowed: Allowed | None) -> tuple[bytes, int] | None:
@@ -226,11 +226,11 @@ class FileReader:
         try:
             return pf.read()
         except (pa.ArrowInvalid, OSError) as exc:
-            raise_if_transient(exc, event)
+            raise_unless_the_files_fault(exc, event)
             raise UnreadableFile(f"{event.describe()}: corrupt parquet data: {exc}") from None
 
 
-def raise_if_transient(exc: BaseException, event: FileEvent) -> None:
+def raise_unless_the_files_fault(exc: BaseException, event: FileEvent) -> None:
     """Re-raise a network error while reading a remote file (it is retried), or the store
     refusing our credentials (the daemon stops, saying so): neither is the file's fault, so
     neither is dead-lettered. Local files are never transient: their error text (with the

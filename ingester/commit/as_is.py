@@ -29,7 +29,7 @@ from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import READ_BATCH_ROWS, BadFile, SourceFile
 from ingester.iceberg_layer.datafiles import SnapshotProducer, as_is_data_file, nan_count
 from ingester.iceberg_layer.footers import IdFooter, Unmapped, copy_size, with_field_ids, write_with_footer
-from ingester.storage import file_map, file_threads, raise_if_transient
+from ingester.storage import file_map, file_threads, raise_unless_the_files_fault
 
 VERIFY_THREADS = 2
 
@@ -76,7 +76,7 @@ def _scanned(f: SourceFile, options: WriteOptions) -> tuple[pq.FileMetaData, dic
             for name in floats:
                 nans[name] += nan_count(batch.column(name))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-        raise_if_transient(exc, f.item.event)
+        raise_unless_the_files_fault(exc, f.item.event)
         raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
     return parsed, nans
 

@@ -17,7 +17,7 @@ from ingester.errors import TerminalError
 from ingester.iceberg_layer import dictionaries as dc
 from ingester.iceberg_layer.footers import Footer
 from ingester.schema import cast_to, normalize_schema
-from ingester.storage import raise_if_transient
+from ingester.storage import raise_unless_the_files_fault
 
 READ_BATCH_ROWS = 65_536
 
@@ -102,7 +102,7 @@ def file_batches(
         except TerminalError as exc:
             raise BadFile(f, str(exc)) from None
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise_if_transient(exc, f.item.event)
+            raise_unless_the_files_fault(exc, f.item.event)
             raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
 
 
