@@ -171,6 +171,14 @@ class CommitSettings(_Section):
         "together in one daemon worker, commit in one atomic commit on the SQL catalog (one database transaction) and on REST "
         "catalogs serving POST /v1/{prefix}/transactions/commit, one table after another elsewhere; off: each table on its own",
     )
+    ledger_lag_s: float = Field(
+        60.0, ge=0,
+        description="write a table's ledger at most this often from its commits (the snapshots' markers hold what it lacks, "
+                    "and maintenance writes it before expiring any snapshot); 0: after every commit",
+    )
+    ledger_lag_files: int = Field(
+        10_000, ge=1, description="or as soon as this many committed files wait for it (their ledger rows are held until then)"
+    )
     write_chunk_bytes: int = Field(
         DEFAULT_WRITE_CHUNK_BYTES, ge=1024 * 1024,
         description="arrow bytes per rewritten data file (unpartitioned tables stream row groups; partitioned ones hold up to 3 such chunks)",

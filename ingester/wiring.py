@@ -18,6 +18,7 @@ from pyiceberg.catalog import Catalog
 from ingester.allocator import use_daemon_pool
 from ingester.catalog import open_catalog
 from ingester.commit.committer import SnapshotCommitter
+from ingester.commit.ledger_writes import LedgerLag
 from ingester.commit.options import WriteOptions
 from ingester.decoding import build_decoder
 from ingester.deadletter import DeadLetterSink, FolderDeadLetters, KafkaDeadLetters
@@ -60,6 +61,7 @@ def build_committer(settings: Settings, group: str | None) -> SnapshotCommitter:
         group=group,
         options=WriteOptions.from_settings(settings.commit, settings.storage.read_concurrency),
         ledger=Ledger(catalog),
+        ledger_lag=LedgerLag(settings.commit.ledger_lag_s, settings.commit.ledger_lag_files),
         multi_commit=MultiTableCommit(catalog, settings.commit.atomic_multi_table),
     )
 

@@ -1,6 +1,6 @@
 """A closed batch -> exactly one Iceberg snapshot: the committer (``committer``), the batch's
-source files (``source_files``), the dispositions (``dispositions``: append, replace, merge)
-and as-is registration (``as_is``: zero-copy)."""
+source files (``source_files``), the dispositions (``dispositions``: append, replace, merge),
+as-is registration (``as_is``: zero-copy) and when the ledger is written (``ledger_writes``)."""
 
 from __future__ import annotations
 

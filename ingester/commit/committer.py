@@ -36,6 +36,7 @@ from ingester.batch import Batch, Pending, TableRef
 from ingester.branches import MAIN, ensure_branch, head
 from ingester.commit.dispositions import append, merge_into, replace_all
 from ingester.commit.layout import apply_properties, evolve_partitioning, evolve_sort_order
+from ingester.commit.ledger_writes import LedgerLag, LedgerWrites
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import BadFile, SourceFile, null_columns
 from ingester.errors import SchemaConflict, TerminalError
@@ -159,13 +160,15 @@ class SnapshotCommitter:
         fail_on_reject: bool = False,
         table_location: Callable[[TableRef], str | None] | None = None,
         ledger: Ledger | None = None,
+        ledger_lag: LedgerLag = LedgerLag(),
         multi_commit: MultiTableCommit | None = None,
     ) -> None:
         """``fail_on_reject``: raise ``TerminalError`` instead of committing the rest when a file
         is set aside (all-or-nothing per batch, as a dlt load job needs). ``table_location``:
         where a table this committer creates goes (None: the catalog decides). ``ledger``: where
         committed event ids are kept for good, beside each table (the daemon's; None: the
-        snapshots' markers alone, as a dlt load needs, whose replays come within the load).
+        snapshots' markers alone, as a dlt load needs, whose replays come within the load);
+        ``ledger_lag``: how far it may fall behind the commits (``commit.ledger_writes``).
         ``multi_commit``: how ``apply_many`` commits several tables (default: atomically where
         the catalog can)."""
         self.catalog = catalog
@@ -174,6 +177,7 @@ class SnapshotCommitter:
         self.options = options
         self.fail_on_reject = fail_on_reject
         self.ledger = ledger
+        self.ledger_writes = LedgerWrites(ledger, ledger_lag) if ledger is not None else None
         self.multi = multi_commit or MultiTableCommit(catalog)
         self._markers = mk.MarkerCache(ledger.history if ledger is not None else None)
         self._lock = threading.Lock()
@@ -332,17 +336,10 @@ class SnapshotCommitter:
         return state.committed_offset(self.group, pos.partition) >= pos.offset
 
     def _record(self, table: Table, snapshot_id: int, files: Sequence[SourceFile]) -> None:
-        """Write the commit to the table's ledger, if any. Never raises: the data is committed, and
-        a ledger left behind is brought up to date by the next commit or maintenance round (until
-        then maintenance keeps the snapshots it lacks)."""
-        if self.ledger is None:
-            return
-        entries = [LedgerEntry(ev.event_id, ev.load_id, ev.location, ev.byte_size) for ev in (f.item.event for f in files)]
-        try:
-            self.ledger.sync(table, {snapshot_id: entries})
-        except Exception as exc:
-            log.warning("ledger of %s not written, the next commit or maintenance round catches up: %s: %s",
-                        ".".join(table.name()), type(exc).__name__, exc)
+        """Note the commit for the table's ledger, if any (written when due; never raises)."""
+        if self.ledger_writes is not None:
+            entries = [LedgerEntry(ev.event_id, ev.load_id, ev.location, ev.byte_size) for ev in (f.item.event for f in files)]
+            self.ledger_writes.committed(table, snapshot_id, entries)
 
     def _table(self, ref: TableRef, files: Sequence[SourceFile]) -> Table | None:
         """The table, made from the first file that can make it when missing (None: none can)."""

@@ -14,9 +14,10 @@ read without filtering the others out. The ``ingester_ledger__`` prefix starts w
 dropped and created again has a new uuid: rows and watermark of the old one are not read.
 
 Not atomic with the data commit: the data snapshot's markers stay the truth for the newest
-commits. ``sync`` writes what the snapshots after the watermark hold (the committer calls it after
-each commit, maintenance before expiring, so a lag left by a crash is repaired), and maintenance
-expires a snapshot with dedupe markers only once the watermark covers it.
+commits. ``sync`` writes what the snapshots after the watermark hold (the committer calls it
+once its lag is up, ``commit.ledger_writes``; maintenance before expiring, so a lag or what a crash
+left is repaired), and maintenance expires a snapshot with dedupe markers only once the watermark
+covers it.
 """
 
 from __future__ import annotations

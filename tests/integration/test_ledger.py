@@ -5,6 +5,9 @@ counted as a duplicate (from the table's ledger, the snapshots that named them b
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -63,3 +66,35 @@ def test_a_replay_of_events_older_than_every_retained_snapshot_adds_nothing(
     table = catalog.load_table((ns, "events"))
     assert duckdb_rows(table, "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM t", any_catalog.s3) == [
         (EVENTS * ROWS, EVENTS * ROWS, 0, EVENTS * ROWS - 1)]
+
+
+def test_the_daemon_writes_ledgers_after_commit_ledger_lag_s_and_maintenance_catches_up(tmp_path: Path) -> None:
+    """Embedded catalog: ``commit.ledger_lag_s`` 0 writes each commit's files to the ledger;
+    the default (60 s) leaves a short run's commits to the snapshots' markers, and the next
+    maintenance round writes them before it expires anything."""
+    def settings_for(home: Path, **commit: float) -> Settings:
+        return Settings(home=home, routing={"namespace": "ns"}, commit=commit, window={"max_batch_files": 2, "max_batch_age_s": 60})
+
+    def publish(settings: Settings) -> list[str]:
+        paths = [write_parquet(settings.home_dir / "staging", {"id": pa.array([i], pa.int64())}) for i in range(4)]
+        SpoolQueue(settings.spool_file).put_many([event_for(p, "events", event_id=f"e{i}") for i, p in enumerate(paths)])
+        return [str(p) for p in paths]
+
+    eager = settings_for(tmp_path / "eager", ledger_lag_s=0)
+    paths = publish(eager)
+    assert run(eager).snapshots == 2
+    catalog = open_catalog(eager.catalog, eager.home_dir)
+    rows = catalog.load_table(("ns", ledger_name("events"))).scan().to_arrow().to_pylist()
+    assert sorted((r["kind"], r["event_id"], r["location"]) for r in rows) == [
+        ("file", f"e{i}", p) for i, p in enumerate(paths)]
+
+    lagging = settings_for(tmp_path / "lagging")
+    publish(lagging)
+    assert run(lagging).snapshots == 2
+    catalog = open_catalog(lagging.catalog, lagging.home_dir)
+    assert not catalog.table_exists(("ns", ledger_name("events")))  # the markers hold the 4 event ids
+    done = subprocess.run([str(Path(sys.executable).parent / "ingester"), "maintain"], env={**os.environ, "INGESTER_HOME": str(lagging.home_dir)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = catalog.load_table(("ns", ledger_name("events"))).scan().to_arrow().to_pylist()
+    assert sorted((r["kind"], r["event_id"]) for r in rows) == [("event", f"e{i}") for i in range(4)]

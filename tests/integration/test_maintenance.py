@@ -177,7 +177,7 @@ def test_the_engine_maintains_each_table_between_its_batches_and_the_cli_on_dema
     )
     queue = SpoolQueue(settings.spool_file)
     for i in range(12):
-        queue.put_many([event_for(write_parquet(settings.home_dir / "staging", rows(i)), "stream")])
+        queue.put_many([event_for(write_parquet(settings.home_dir / "staging", rows(i)), "stream", event_id=f"e{i}")])  # ids: ledger rows
     engine = build_engine(settings, source=SpoolSource(SpoolQueue(settings.spool_file)))
     stats = anyio.run(lambda: engine.run(exit_when_idle=True))
     assert stats.snapshots == 6 and stats.rows == 12 * ROWS

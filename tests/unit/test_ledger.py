@@ -18,6 +18,7 @@ from ingester.batch import Batch, Pending, TableRef
 from ingester.catalog import open_catalog
 from ingester.cli.tables import list_tables
 from ingester.commit import SnapshotCommitter
+from ingester.commit.ledger_writes import LedgerLag
 from ingester.event_ids import EventIds, as_digests, digest
 from ingester.events import FileEvent, WriteDisposition
 from ingester.iceberg_layer import ledger as lg
@@ -40,10 +41,10 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-def committer(home: Path, tmp_path: Path) -> SnapshotCommitter:
+def committer(home: Path, tmp_path: Path, lag: LedgerLag = LedgerLag()) -> SnapshotCommitter:
     """A new committer each time, as a new daemon process makes it (with the ledger)."""
     catalog = open_catalog(CatalogSettings(), home)
-    return SnapshotCommitter(catalog, FileReader([tmp_path.as_uri()]), ledger=Ledger(catalog))
+    return SnapshotCommitter(catalog, FileReader([tmp_path.as_uri()]), ledger=Ledger(catalog), ledger_lag=lag)
 
 
 def events(tmp_path: Path, first: int, count: int, **kw: Any) -> list[FileEvent]:
@@ -154,6 +155,56 @@ def test_maintenance_compacts_the_ledger_and_keeps_one_snapshot_of_it(home: Path
     assert len(ledger.metadata.snapshots) == 1 and len(list(ledger.scan().plan_files())) == 1
     assert sorted(r["event_id"] for r in ledger_rows(c)) == [f"e{i}" for i in range(8)]
     assert "ledger ns.ingester_ledger__t: expired" in report.describe()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_lagging_ledger_is_written_once_the_lag_is_up_with_every_waiting_file(home: Path, tmp_path: Path) -> None:
+    c = committer(home, tmp_path, LedgerLag(max_s=60, max_files=100))
+    assert c.ledger_writes is not None
+    clock = Clock()
+    c.ledger_writes._clock = clock
+    first, second, third = events(tmp_path, 0, 2), events(tmp_path, 2, 1), events(tmp_path, 3, 1)
+    commit(c, first)
+    clock.now += 59
+    commit(c, second)
+    table = c.catalog.load_table(("ns", "t"))
+    assert not c.catalog.table_exists(("ns", lg.ledger_name("t"))) and c.ledger_writes.waiting_files() == 3
+    fresh = committer(home, tmp_path)  # meanwhile a new process dedupes by the snapshots' markers
+    assert (commit(fresh, [*first, *second]).rows, commit(fresh, [*first, *second]).duplicates) == (0, 3)
+    clock.now += 1
+    commit(c, third)  # 60 s after the first commit that waited: all three commits are written
+    table.refresh()
+    rows = ledger_rows(c)
+    assert [(r["kind"], r["event_id"], r["location"]) for r in rows] == [("file", e.event_id, e.location) for e in [*first, *second, *third]]
+    assert c.ledger.covered(table) == table.current_snapshot().sequence_number  # type: ignore[union-attr]
+    assert c.ledger_writes.waiting_files() == 0
+
+
+def test_a_ledger_is_written_once_as_many_files_as_the_bound_wait(home: Path, tmp_path: Path) -> None:
+    c = committer(home, tmp_path, LedgerLag(max_s=3600, max_files=3))
+    commit(c, events(tmp_path, 0, 2))
+    assert not c.catalog.table_exists(("ns", lg.ledger_name("t")))
+    commit(c, events(tmp_path, 2, 1))
+    assert [r["event_id"] for r in ledger_rows(c)] == ["e0", "e1", "e2"]
+
+
+def test_maintenance_writes_a_lagging_ledger_before_it_expires(home: Path, tmp_path: Path) -> None:
+    c = committer(home, tmp_path, LedgerLag(max_s=3600))
+    for first in range(0, 6, 2):
+        commit(c, events(tmp_path, first, 2))
+    assert not c.catalog.table_exists(("ns", lg.ledger_name("t")))
+    report = TableMaintainer(EXPIRE_ALL).maintain(c.catalog.load_table(("ns", "t")))
+    assert report.expired == 2
+    assert sorted(r["event_id"] for r in ledger_rows(c)) == [f"e{i}" for i in range(6)]  # from the markers
+    replay = committer(home, tmp_path).commit(Batch(T, tuple(Pending(e) for e in events(tmp_path, 0, 6))))
+    assert (replay.rows, replay.duplicates) == (0, 6)
 
 
 # ------------------------------------------------------------------ EventIds
