@@ -22,7 +22,10 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from ingester.events import BRANCH_HINT, FileEvent, WriteDisposition, encode_event
+from ingester.s3_objects import PutStream, store_for
 from ingester.sources.base import EventQueue
+
+COPY_CHUNK = 1024 * 1024
 
 
 def event_id(load_id: str | None, table: str, file_name: str, size: int) -> str:
@@ -44,7 +47,12 @@ class Stager:
         if parsed.scheme == "s3":
             if self._s3 is None:
                 raise ValueError("staging on s3:// needs S3 settings (catalog.s3_*)")
-            pafs.copy_files(str(path), f"{parsed.netloc}{parsed.path}", destination_filesystem=self._s3)
+            store = store_for(self._s3, parsed.netloc)
+            if store is None:  # options only pyarrow has (role, proxy, CA file, default credentials)
+                pafs.copy_files(str(path), f"{parsed.netloc}{parsed.path}", destination_filesystem=self._s3)
+            else:  # one PutObject for a small file (pyarrow: three requests), its errors raised
+                with open(path, "rb") as src, PutStream(store, parsed.path.lstrip("/"), target) as out:
+                    shutil.copyfileobj(src, out, COPY_CHUNK)
         else:
             dest = Path(parsed.path)
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from ingester.commit import SnapshotCommitter
 from ingester.errors import is_auth_failure, is_transient
 from ingester.events import FileEvent
 from ingester.iceberg_layer.footers import TAIL_BYTES
+from ingester.publish import Stager
 from ingester.settings import CatalogSettings
 from ingester.storage import FileReader, s3_filesystem
 from tests.integration.faults import FaultPlan, FaultProxy
@@ -154,3 +155,28 @@ def test_refused_credentials_on_a_source_file_stop_the_read_not_the_file(seaweed
         committer.read(batch)
     assert is_auth_failure(refused.value) and not is_transient(refused.value)
     assert "not-the-secret" not in str(refused.value)
+
+
+def test_publish_stages_each_small_file_with_one_put(seaweed: Any, counting_s3: FaultProxy, tmp_path: Path) -> None:
+    """``ingester publish`` to an ``s3://`` staging prefix: one ``PutObject`` per small file
+    (pyarrow's copy was a multipart upload: three requests), the object byte for byte the file;
+    a refused upload raises naming the object and no secret."""
+    fs = s3_filesystem(counting_s3.url, seaweed.access_key, seaweed.secret_key, seaweed.region)
+    prefix = f"{STAGING}/publish-{uuid.uuid4().hex[:8]}"
+    stager = Stager(prefix, fs)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.parquet")
+        pq.write_table(pa.table({"id": pa.array(range(i * 100, i * 100 + 100), pa.int64())}), paths[-1])
+    counting_s3.requests.clear()
+    staged = [stager.stage(p, p.name) for p in paths]
+    assert staged == [f"{prefix}/{p.name}" for p in paths]
+    lines = [line.split(" ")[:2] for line, n in counting_s3.requests.items() for _ in range(n)]
+    assert sorted(m for m, _ in lines) == ["PUT"] * 3, lines
+    for p, location in zip(paths, staged, strict=True):
+        with fs.open_input_stream(location.removeprefix("s3://")) as got:
+            assert got.read() == p.read_bytes()
+    refused = Stager(prefix, s3_filesystem(counting_s3.url, seaweed.access_key, "not-the-secret", seaweed.region))
+    with pytest.raises(OSError) as caught:
+        refused.stage(paths[0], "refused.parquet")
+    assert is_auth_failure(caught.value) and "refused.parquet" in str(caught.value) and "not-the-secret" not in str(caught.value)
