@@ -48,7 +48,7 @@ from ingester.iceberg_layer.multi_commit import MultiTableCommit
 from ingester.iceberg_layer.transactions import transaction
 from ingester.partitioning import spec_for
 from ingester.retry import RetryPolicy
-from ingester.schema import evolution, evolved, normalize_schema, table_arrow_schema, to_iceberg
+from ingester.schema import evolution, evolved, interned, normalize_schema, table_arrow_schema, to_iceberg
 from ingester.sources.base import Position
 from ingester.storage import FileReader, file_map, file_threads, is_remote
 
@@ -201,8 +201,8 @@ class SnapshotCommitter:
         try:
             allowed = self.reader.allowed(ev)  # a local path is resolved once, here
             footer, metadata = self.reader.footer(ev, allowed)
-            raw = metadata.schema.to_arrow_schema()
-            schema = normalize_schema(raw, ev.columns)
+            raw = interned(metadata.schema.to_arrow_schema())
+            schema = interned(normalize_schema(raw, ev.columns))
             _check_file(schema, ev)
             return SourceFile(
                 item, schema, raw, metadata.num_rows,
