@@ -7,7 +7,7 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
 from ingester.errors import SchemaConflict
-from ingester.schema import cast_to, evolution, evolved, normalize_schema, table_arrow_schema, to_iceberg
+from ingester.schema import cast_to, evolution, evolved, interned, normalize_schema, table_arrow_schema, to_iceberg
 
 
 def test_normalize_makes_iceberg_friendly_optional_types() -> None:
@@ -164,3 +164,14 @@ def test_cast_names_the_nested_path_of_a_lossy_or_failing_value() -> None:
         cast_to(text, target, "f", strict=False)
     fine = cast_to(text.slice(0, 1), target, "f", strict=False)  # arrow alone fails on the hidden row
     assert fine.column("attrs").to_pylist() == [[("k", {"x": 1.5})]]
+
+
+def test_equal_schemas_are_one_object_but_metadata_tells_them_apart() -> None:
+    def make(meta: str | None = None, field_meta: str | None = None) -> pa.Schema:
+        f = pa.field("x", pa.int64(), metadata={"k": field_meta} if field_meta else None)
+        return pa.schema([f, pa.field("s", pa.string())], metadata={"m": meta} if meta else None)
+
+    assert interned(make()) is interned(make())
+    assert interned(make("1")) is not interned(make("2")) and interned(make("1")).metadata == {b"m": b"1"}
+    assert interned(make(field_meta="a")).field("x").metadata == {b"k": b"a"}
+    assert interned(make(field_meta="b")).field("x").metadata == {b"k": b"b"}
