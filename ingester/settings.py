@@ -177,7 +177,8 @@ class CommitSettings(_Section):
                     "and maintenance writes it before expiring any snapshot); 0: after every commit",
     )
     ledger_lag_files: int = Field(
-        10_000, ge=1, description="or as soon as this many committed files wait for it (their ledger rows are held until then)"
+        10_000, ge=1,
+        description="or as soon as this many committed files wait for their tables' ledgers (the rows held until then, all tables together)",
     )
     write_chunk_bytes: int = Field(
         DEFAULT_WRITE_CHUNK_BYTES, ge=1024 * 1024,

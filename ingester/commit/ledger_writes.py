@@ -1,5 +1,6 @@
 """When the committer writes a table's ledger: after a commit, at most once per ``LedgerLag.max_s``
-per table, or as soon as ``LedgerLag.max_files`` committed files wait for it.
+per table, or as soon as ``LedgerLag.max_files`` committed files wait for their ledgers (all
+tables together: the bound on the rows held).
 
 A ledger that lags loses nothing: the data snapshots' markers hold what it lacks (the committer's
 dedupe reads them), ``Ledger.sync`` writes them from those markers, and maintenance syncs the
@@ -50,6 +51,7 @@ class LedgerWrites:
         self.lag = lag
         self._clock = clock
         self._waiting: dict[tuple[str, ...], _Waiting] = {}
+        self._files = 0
         self._lock = threading.Lock()
 
     def committed(self, table: Table, snapshot_id: int, entries: Sequence[LedgerEntry]) -> bool:
@@ -57,12 +59,13 @@ class LedgerWrites:
         now = self._clock()
         with self._lock:
             waiting = self._waiting.setdefault(table.name(), _Waiting(now))
-        waiting.entries[snapshot_id] = entries
-        waiting.files += len(entries)
-        if now - waiting.since < self.lag.max_s and waiting.files < self.lag.max_files:
-            return False
-        with self._lock:
+            waiting.entries[snapshot_id] = entries
+            waiting.files += len(entries)
+            self._files += len(entries)
+            if now - waiting.since < self.lag.max_s and self._files < self.lag.max_files:
+                return False
             del self._waiting[table.name()]
+            self._files -= waiting.files
         try:
             self.ledger.sync(table, waiting.entries)
             return True
@@ -73,5 +76,4 @@ class LedgerWrites:
 
     def waiting_files(self) -> int:
         """Committed files whose ledger rows wait (the memory this holds)."""
-        with self._lock:
-            return sum(w.files for w in self._waiting.values())
+        return self._files

@@ -187,12 +187,16 @@ def test_a_lagging_ledger_is_written_once_the_lag_is_up_with_every_waiting_file(
     assert c.ledger_writes.waiting_files() == 0
 
 
-def test_a_ledger_is_written_once_as_many_files_as_the_bound_wait(home: Path, tmp_path: Path) -> None:
-    c = committer(home, tmp_path, LedgerLag(max_s=3600, max_files=3))
+def test_a_ledger_is_written_once_as_many_files_as_the_bound_wait_over_all_tables(home: Path, tmp_path: Path) -> None:
+    c = committer(home, tmp_path, LedgerLag(max_s=3600, max_files=4))
     commit(c, events(tmp_path, 0, 2))
-    assert not c.catalog.table_exists(("ns", lg.ledger_name("t")))
-    commit(c, events(tmp_path, 2, 1))
+    other = [dataclasses.replace(e, table="u") for e in events(tmp_path, 10, 1)]
+    c.commit(Batch(TableRef("ns", "u"), tuple(Pending(e) for e in other)))
+    assert not c.catalog.table_exists(("ns", lg.ledger_name("t"))) and c.ledger_writes is not None
+    assert c.ledger_writes.waiting_files() == 3
+    commit(c, events(tmp_path, 2, 1))  # 4 files wait: the table committing now writes its ledger
     assert [r["event_id"] for r in ledger_rows(c)] == ["e0", "e1", "e2"]
+    assert not c.catalog.table_exists(("ns", lg.ledger_name("u"))) and c.ledger_writes.waiting_files() == 1
 
 
 def test_maintenance_writes_a_lagging_ledger_before_it_expires(home: Path, tmp_path: Path) -> None:
