@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import resource
+import shutil
 import sys
 import tempfile
 import threading
@@ -418,6 +420,10 @@ def main() -> None:
     p.add_argument("--catalog-json", default=None, help="small_files on Kafka: Settings.catalog as JSON")
     p.add_argument("--home", default=None, help="publish_small: INGESTER_HOME whose spool gets the events")
     args = p.parse_args()
+    # every case's catalogs, warehouses and homes in one folder of this process, removed when it
+    # ends (a 20,000-file case leaves 1 GB; a full run filled the disk)
+    tempfile.tempdir = tempfile.mkdtemp(prefix="bench-case-")
+    atexit.register(shutil.rmtree, tempfile.tempdir, True)
     print(json.dumps(CASES[args.case](args)))
 
 

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -191,6 +192,7 @@ class TestStack:
     def stop(self) -> None:
         self.broker.stop()
         self.seaweed.stop()
+        shutil.rmtree(self.seaweed.data_dir, ignore_errors=True)  # GBs after a 20,000-file run
 
 
 def small_files_table(args: argparse.Namespace, data_dir: Path) -> list[list[str]]:
