@@ -67,7 +67,6 @@ from ingester.dlt.configuration import DLT_TABLE_PREFIX, IcebergClientConfigurat
 from ingester.dlt.jobs import StagedFileJob, table_followups
 from ingester.dlt.package import parent_row_ids
 from ingester.dlt.registration import register_tables
-from ingester.dlt.sql_client import IcebergSqlClient
 from ingester.errors import TerminalError, is_auth_failure
 from ingester.events import BRANCH_HINT, PROPERTIES_HINT, FileEvent
 from ingester.iceberg_layer import markers as mk
@@ -651,11 +650,16 @@ class IcebergJobClient(JobClientBase, WithStateSync, WithSqlClient, SupportsOpen
     # ------------------------------------------------------------ sql access
     @property
     def sql_client_class(self) -> type[SqlClientBase[Any]]:
+        # imported when a dataset is read, not by a load: DuckDB is 45 ms of a cron-run pipeline's imports
+        from ingester.dlt.sql_client import IcebergSqlClient
+
         return IcebergSqlClient
 
     @property
     def sql_client(self) -> SqlClientBase[Any]:
         if self._sql_client is None:
+            from ingester.dlt.sql_client import IcebergSqlClient
+
             self._sql_client = IcebergSqlClient(self, self.dataset_name)
         return self._sql_client
 

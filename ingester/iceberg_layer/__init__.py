@@ -7,7 +7,8 @@ over ``thrift_compact``), ``producers`` (merge-on-read, compaction, delete manif
 (arrow dictionaries through a rewrite), ``markers`` (idempotency markers in snapshot
 summaries, shared by commit and maintenance), ``ledger`` (the dedupe ledger table beside each
 data table), ``transactions`` (a transaction whose metadata view is built once per change),
-``multi_commit`` (one atomic commit of several tables' transactions), ``fileio`` (the FileIO
+``multi_commit`` (one atomic commit of several tables' transactions; its REST request in
+``rest_commit``), ``fileio`` (the FileIO
 whose small S3 writes are one request), ``sql_catalog`` (the SQL
 catalog's commit without reloading or deep-copying the table's history).
 
@@ -44,7 +45,7 @@ pyproject.toml: each is re-checked by the test suite on an upgrade.
 - ``Table._do_commit`` (multi_commit): one table's staged change committed without pyiceberg's
   retry loop (which rebuilds the snapshot without our markers).
 - ``RestCatalog._session``, ``_supported_endpoints``, ``pyiceberg.catalog.rest._RETRY_ARGS``,
-  ``pyiceberg.catalog.rest.response._handle_non_200_response`` (multi_commit): ``POST
+  ``pyiceberg.catalog.rest.response._handle_non_200_response`` (rest_commit): ``POST
   /v1/{prefix}/transactions/commit`` on the catalog's authenticated session, its errors mapped
   as ``commit_table`` maps them.
 - ``Catalog._write_metadata``, ``Catalog._delete_old_metadata`` (multi_commit): the new metadata

@@ -29,20 +29,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.catalog.rest import AUTHORIZATION_HEADER, BEARER_PREFIX, TOKEN, RestCatalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
 from pyiceberg.table import CommitTableRequest, StagedTable, Table, TableIdentifier, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update import AssertTableUUID, TableRequirement, TableUpdate
-from requests import PreparedRequest
-from requests.auth import AuthBase
 
 from ingester.iceberg_layer.sql_catalog import current, stage
 
@@ -50,8 +48,6 @@ log = logging.getLogger(__name__)
 
 AtomicSetting = Literal["auto", "off"]
 AtomicMode = Literal["rest", "sql", "per-table"]
-TRANSACTIONS_PATH = "/v1/{prefix}/transactions/commit"
-UNSUPPORTED_STATUS = frozenset({404, 405, 406, 501})
 CRASH_ENV = "INGESTER_TEST_CRASH"
 _CRASH_PREFIX = "multi-commit:"
 
@@ -79,11 +75,8 @@ class TableChange:
         return CommitTableRequest(identifier=ident, requirements=self.requirements, updates=self.updates)
 
 
-TABLE_TOKEN = TOKEN
-"""The key of a per-table token in a table's ``config`` (loadTable's response), as pyiceberg reads it."""
-
-
-def _crash(point: str) -> None:
+def crash(point: str) -> None:
+    """The test-only fault hook (module docstring)."""
     if os.environ.get(CRASH_ENV) == _CRASH_PREFIX + point:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -116,25 +109,28 @@ class MultiTableCommit:
             return
         mode = self.mode if len(staged) > 1 else "per-table"
         changes = [TableChange.of(tx) for tx in staged]
-        tokens = {c.table.config.get(TABLE_TOKEN) for c in changes}
-        if mode == "rest" and len(tokens) > 1:  # one request has one Authorization: each table with its own
-            log.info("tables %s carry different table tokens: committed one after another",
-                     ", ".join(".".join(c.table.name()) for c in changes))
-            mode = "per-table"
+        tokens: set[str | None] = set()
+        if mode == "rest":
+            from ingester.iceberg_layer import rest_commit
+
+            tokens = {rest_commit.table_token(c.table) for c in changes}
+            if len(tokens) > 1:  # one request has one Authorization: each table with its own
+                log.info("tables %s carry different table tokens: committed one after another",
+                         ", ".join(".".join(c.table.name()) for c in changes))
+                mode = "per-table"
         landed = 0
         try:
             if mode == "rest":
-                assert isinstance(self.catalog, RestCatalog)
-                _commit_rest(self.catalog, changes, next(iter(tokens)))
+                rest_commit.commit(self.catalog, changes, next(iter(tokens)))
             elif mode == "sql":
                 assert isinstance(self.catalog, SqlCatalog)
                 _commit_sql(self.catalog, changes)
             else:
                 for change in changes:
-                    _crash("staged")
+                    crash("staged")
                     change.table._do_commit(change.updates, change.requirements)
                     landed += 1
-                _crash("committed")
+                crash("committed")
         except CommitFailedException:
             for tx in staged[landed:]:  # nothing of theirs landed: their manifests go
                 for producer in tx._snapshot_producers:
@@ -147,77 +143,18 @@ def _detect(catalog: Catalog, setting: AtomicSetting) -> AtomicMode:
         return "per-table"
     if isinstance(catalog, SqlCatalog):
         return "sql"
-    if isinstance(catalog, RestCatalog):
-        return "rest" if _rest_supports_transactions(catalog) else "per-table"
+    if _is_rest(catalog):
+        from ingester.iceberg_layer import rest_commit as rest
+
+        return "rest" if rest.supports_transactions(catalog) else "per-table"
     return "per-table"
 
 
-def _rest_supports_transactions(catalog: RestCatalog) -> bool:
-    """Advertised in the server's ``endpoints``; else (servers that list none, as SeaweedFS)
-    an empty transaction is posted: 2xx says yes, 404/405/406/501 no."""
-    from pyiceberg.catalog.rest import Endpoint, HttpMethod
-    from pyiceberg.catalog.rest.response import _handle_non_200_response
-    from requests import HTTPError
-
-    if Endpoint(http_method=HttpMethod.POST, path=TRANSACTIONS_PATH) in catalog._supported_endpoints:
-        return True
-    response = catalog._session.post(catalog.url("transactions/commit"), data=b'{"table-changes":[]}',
-                                     headers={"Content-Type": "application/json"})
-    if response.ok:
-        return True
-    if response.status_code in UNSUPPORTED_STATUS:
-        return False
-    try:
-        response.raise_for_status()
-    except HTTPError as exc:
-        _handle_non_200_response(exc, {})
-    return False
-
-
-class _Bearer(AuthBase):
-    """A table's own token as the request's bearer. Passed as the request's ``auth`` it replaces
-    the session's auth manager, which would otherwise overwrite the header (so pyiceberg 0.12's
-    ``commit_table`` sends the session's token even where it sets the table's)."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, request: PreparedRequest) -> PreparedRequest:
-        request.headers[AUTHORIZATION_HEADER] = f"{BEARER_PREFIX} {self._token}"
-        return request
-
-    def __repr__(self) -> str:
-        return "_Bearer(***)"
-
-
-def _commit_rest(catalog: RestCatalog, changes: Sequence[TableChange], table_token: str | None = None) -> None:
-    """``table_token``: the one per-table token (``config.token`` of loadTable) every table
-    carries, sent as the bearer the way pyiceberg's ``commit_table`` sends it; None: the
-    session's own auth."""
-    from pyiceberg.catalog.rest import _RETRY_ARGS
-    from pyiceberg.catalog.rest.response import _handle_non_200_response
-    from requests import HTTPError
-    from tenacity import retry
-
-    body = ('{"table-changes":[' + ",".join(c.request().model_dump_json() for c in changes) + "]}").encode()
-    _crash("staged")
-
-    @retry(**_RETRY_ARGS)  # type: ignore[call-overload, misc]  # pyiceberg's: an expired token is refreshed once
-    def post(rest: RestCatalog) -> None:
-        response = rest._session.post(rest.url("transactions/commit"), data=body, headers={"Content-Type": "application/json"},
-                                      auth=_Bearer(table_token) if table_token else None)
-        try:
-            response.raise_for_status()
-        except HTTPError as exc:
-            _handle_non_200_response(exc, {409: CommitFailedException, 500: CommitStateUnknownException,
-                                           502: CommitStateUnknownException, 504: CommitStateUnknownException})
-
-    post(catalog)
-    _crash("committed")
-    for change in changes:  # the endpoint answers 204 without metadata: read each table back
-        base = change.table.metadata
-        change.table.refresh()
-        _delete_old_metadata(catalog, change.table, base)
+def _is_rest(catalog: Catalog) -> bool:
+    """A ``RestCatalog`` exists only once its module is imported: a process on another catalog
+    never imports it (with requests, 90 ms of a cron-run dlt pipeline's start)."""
+    module = sys.modules.get("pyiceberg.catalog.rest")
+    return module is not None and isinstance(catalog, module.RestCatalog)
 
 
 def _commit_sql(catalog: SqlCatalog, changes: Sequence[TableChange]) -> None:
@@ -231,7 +168,7 @@ def _commit_sql(catalog: SqlCatalog, changes: Sequence[TableChange]) -> None:
         new = stage(catalog, base, change.requirements, change.updates)  # checks requirements
         catalog._write_metadata(metadata=new.metadata, io=new.io, metadata_path=new.metadata_location)
         staged.append((base.metadata, base.metadata_location, new))
-    _crash("staged")
+    crash("staged")
     with Session(catalog.engine) as session:  # one database transaction: every pointer or none
         for change, (_, base_location, new) in zip(changes, staged):
             *namespace, name = change.table.name()
@@ -250,16 +187,16 @@ def _commit_sql(catalog: SqlCatalog, changes: Sequence[TableChange]) -> None:
                     raise stale from exc
                 row.metadata_location = new.metadata_location
                 row.previous_metadata_location = base_location
-        _crash("pointers")
+        crash("pointers")
         session.commit()
-    _crash("committed")
+    crash("committed")
     for change, (base_metadata, _, new) in zip(changes, staged):
         change.table.metadata = new.metadata
         change.table.metadata_location = new.metadata_location
-        _delete_old_metadata(catalog, change.table, base_metadata)
+        delete_old_metadata(catalog, change.table, base_metadata)
 
 
-def _delete_old_metadata(catalog: Catalog, table: Table, base: object) -> None:
+def delete_old_metadata(catalog: Catalog, table: Table, base: object) -> None:
     """As pyiceberg's ``Table._do_commit``: old metadata files go when the table says so."""
     try:
         catalog._delete_old_metadata(table.io, base, table.metadata)  # type: ignore[arg-type]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import date, datetime, time, timezone
 from decimal import Decimal
@@ -325,3 +327,13 @@ def test_the_load_commits_in_complete_load_unless_atomic_multi_table_is_off(tmp_
         assert calls.count("items") == per_job, setting
         assert sorted(r["id"] for r in rows(p, "items")) == list(range(5))
         assert len(rows(p, "_dlt_loads")) == 1
+
+
+def test_a_load_on_the_sql_catalog_imports_neither_the_rest_client_nor_duckdb() -> None:
+    """A cron-run pipeline pays every import: the destination's client leaves the REST
+    catalog's client (and requests) to REST catalogs and DuckDB to dataset reads."""
+    code = ("import sys, dlt; before = set(sys.modules); import ingester.dlt.client; "
+            "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in ('duckdb', 'requests') "
+            "or m.startswith('pyiceberg.catalog.rest')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
