@@ -80,6 +80,10 @@ class Allowed(str):
     the reader's other calls take it instead of resolving the event's location again."""
 
 
+WHOLE_READ_BYTES = 1024 * 1024
+"""A local file up to this size is read whole when opened (one read); larger ones are
+memory-mapped. Mapping, faulting in and unmapping a small file costs twice its read: decoding
+two columns of a 25 KB file took 0.25 ms mapped, 0.12 ms read."""
 DEFAULT_READ_CONCURRENCY = 8
 DEFAULT_READ_TIMEOUT_S = 120.0
 
@@ -132,11 +136,14 @@ class FileReader:
                     raise UnreadableFile(f"{event.describe()}: no S3 store is configured")
                 return self._s3.open_input_file(loc[5:])
             path = unquote(urlparse(loc).path)
-            mode = os.stat(path).st_mode
-            if stat.S_ISDIR(mode):
+            info = os.stat(path)
+            if stat.S_ISDIR(info.st_mode):
                 raise IsADirectoryError(path)
-            if not stat.S_ISREG(mode):  # opening a FIFO blocks forever, a device never ends
+            if not stat.S_ISREG(info.st_mode):  # opening a FIFO blocks forever, a device never ends
                 raise UnreadableFile(f"{event.describe()}: not a regular file")
+            if info.st_size <= WHOLE_READ_BYTES:
+                with open(path, "rb") as file:
+                    return pa.BufferReader(file.read())
             return pa.memory_map(path)
         except FileNotFoundError:
             raise UnreadableFile(f"{event.describe()}: file not found") from None
