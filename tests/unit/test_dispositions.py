@@ -26,6 +26,7 @@ from ingester.commit.dispositions import append, merge_into, replace_all
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import BadFile, SourceFile, null_columns
 from ingester.events import FileEvent, WriteDisposition
+from ingester.iceberg_layer.datafiles import nan_count
 from ingester.schema import normalize_schema, table_arrow_schema, to_iceberg
 from ingester.settings import CatalogSettings
 from ingester.storage import FileReader
@@ -248,6 +249,17 @@ def test_float_columns_carry_nan_counts(catalog: Catalog, tmp_path: Path, option
     (task,) = table.scan().plan_files()
     ids = {f.name: f.field_id for f in table.schema().fields}
     assert task.file.nan_value_counts == {ids["f"]: 2, ids["g"]: 0}
+
+
+@pytest.mark.parametrize(("column", "nans"), [
+    (pa.array([1.0, float("nan"), 3.0, float("nan")]), 2),
+    (pa.array([float("nan"), 1.0, float("nan"), float("nan")]).slice(1, 2), 1),  # an offset into the buffer
+    (pa.array([float("nan"), None, 2.0], pa.float32()), 1),
+    (pa.array([None, None], pa.float64()), 0),
+    (pa.chunked_array([[float("nan")], [1.0, float("nan")]]), 2),
+], ids=["no nulls", "sliced", "nulls", "all null", "chunked"])
+def test_nan_count_counts_nan_values_only(column: pa.Array, nans: int) -> None:
+    assert nan_count(column) == nans
 
 
 @pytest.mark.parametrize(("verified", "options", "decoded"), [
