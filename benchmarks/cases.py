@@ -10,6 +10,7 @@ import atexit
 import json
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -291,12 +292,15 @@ def case_small_files(args: argparse.Namespace) -> dict[str, Any]:
         extra |= {"source": kafka_source(args.kafka), "catalog": json.loads(args.catalog_json),
                   "storage": {"allowed_prefixes": [args.prefix]}}
     settings = settings_for(home, Path(args.data), **extra)
-    # published once, then dropped: the harness holds no input while the engine runs (20,000
-    # decoded events are 33 MB, which the peak RSS of the run would otherwise count)
-    pending = [file_events(files, args.tables, args.prefix if args.kafka else None)]
+    publisher = [sys.executable, __file__, "publish_small", "--data", args.data, "--files", str(args.files),
+                 "--rows-per-file", str(args.rows_per_file), "--tables", str(args.tables), "--home", str(home)]
+    if args.kafka:
+        publisher += ["--kafka", args.kafka, "--topic", settings.source.topics[0], "--prefix", args.prefix]
 
     def publish() -> None:
-        publish_events(settings, pending.pop())
+        # by a producer process of its own, as ``ingester publish`` is: the daemon's peak RSS is
+        # its own, not what 20,000 events built and encoded here would leave in its heap
+        subprocess.run(publisher, check=True, stdout=subprocess.DEVNULL)
 
     if not args.kafka:
         publish()
@@ -384,11 +388,13 @@ def case_long_stream(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def case_publish_small(args: argparse.Namespace) -> dict[str, Any]:
-    """The small files' events on the spool of ``--home`` (for a timed ``ingester run`` after)."""
+    """The small files' events over ``--tables`` tables on the spool of ``--home`` (for a timed
+    ``ingester run`` after), or on the Kafka ``--topic`` naming the copies under ``--prefix``."""
     files = data.write_small_files(Path(args.data), args.files, args.rows_per_file)
-    settings = settings_for(Path(args.home), files[0].parent)
+    extra = {"source": {"kind": "kafka", "bootstrap_servers": args.kafka, "topics": [args.topic]}} if args.kafka else {}
+    settings = settings_for(Path(args.home), files[0].parent, **extra)
     started = time.perf_counter()
-    publish_events(settings, file_events(files))
+    publish_events(settings, file_events(files, args.tables, args.prefix if args.kafka else None))
     return {"files": len(files), "seconds": time.perf_counter() - started}
 
 
@@ -419,6 +425,7 @@ def main() -> None:
     p.add_argument("--prefix", default=None, help="small_files on Kafka: where the files' copies are (s3://...)")
     p.add_argument("--catalog-json", default=None, help="small_files on Kafka: Settings.catalog as JSON")
     p.add_argument("--home", default=None, help="publish_small: INGESTER_HOME whose spool gets the events")
+    p.add_argument("--topic", default=None, help="publish_small on Kafka: the topic")
     args = p.parse_args()
     # every case's catalogs, warehouses and homes in one folder of this process, removed when it
     # ends (a 20,000-file case leaves 1 GB; a full run filled the disk)
