@@ -47,6 +47,9 @@ DEFAULT_REBALANCE_TIMEOUT_MS = 60_000
 HEARTBEATS_PER_SESSION = 3
 DEFAULT_PRODUCE_TIMEOUT_S = 60.0
 ABANDONED_START_WAIT_S = 1.0
+UNASSIGNED_WARNING_S = 60.0
+"""A started consumer with no assignment yet (no join completed, not even an empty one) after
+this long is warned about once: it consumes nothing, and nothing else says so."""
 _FORCED_PRODUCER_OPTIONS = {"acks": "all", "enable_idempotence": False}
 
 
@@ -115,6 +118,7 @@ class KafkaSource:
         topics: Sequence[str] = (),
         topic_pattern: str | None = None,
         consumer_factory: Callable[..., AIOKafkaConsumer] = AIOKafkaConsumer,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not topics and not topic_pattern:
             raise ValueError("a Kafka source needs topics or a topic pattern")
@@ -136,6 +140,9 @@ class KafkaSource:
         self._assignments = 0
         self._revocations = 0
         self._rebalancing = False
+        self._clock = clock
+        self._started_at: float | None = None
+        self._warned_unassigned = False
 
     @classmethod
     def from_settings(cls, settings: SourceSettings) -> KafkaSource:
@@ -164,6 +171,7 @@ class KafkaSource:
                     await consumer.stop()
                     raise
                 self._consumer, self._joining = consumer, None
+                self._started_at = self._clock()
                 log.info("kafka consumer started: group %s, %s", self.group, self._pattern or ", ".join(self._topics))
         return self._consumer
 
@@ -195,7 +203,18 @@ class KafkaSource:
             for record in records
         ]
         await self._measure_lag(consumer)
+        self._warn_if_unassigned()
         return messages
+
+    def _warn_if_unassigned(self) -> None:
+        if self._assignments or self._warned_unassigned or self._started_at is None:
+            return
+        waited = self._clock() - self._started_at
+        if waited >= UNASSIGNED_WARNING_S:
+            self._warned_unassigned = True
+            log.warning("kafka consumer of group %s has had no partition assignment for %.0f s since it started (the "
+                        "group's join has not completed: is the broker's group coordinator answering?); nothing is "
+                        "consumed until it has", self.group, waited)
 
     async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
         lag = {}

@@ -24,7 +24,14 @@ from ingester.retry import RetryPolicy
 from ingester.routing import Router
 from ingester.settings import RoutingSettings, Settings, SourceSettings
 from ingester.sources.base import Position
-from ingester.sources.kafka import KafkaSource, consumer_options, partition_name, producer_options, topic_partition
+from ingester.sources.kafka import (
+    UNASSIGNED_WARNING_S,
+    KafkaSource,
+    consumer_options,
+    partition_name,
+    producer_options,
+    topic_partition,
+)
 from ingester.window import BatchLimits
 from ingester.wiring import build_committer
 from tests.support import event_for, write_parquet
@@ -164,6 +171,39 @@ def test_producer_options_keep_shared_options_only_and_acks_all_without_idempote
     opts = producer_options(cfg)
     assert opts == {"bootstrap_servers": "k:1", "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
                     "acks": "all", "enable_idempotence": False}
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["partitions", "an empty assignment"])
+def test_a_member_never_assigned_is_warned_about_once_and_an_assigned_one_never(
+        caplog: pytest.LogCaptureFixture, empty: bool) -> None:
+    now = [100.0]
+
+    async def main() -> None:
+        made: list[FakeConsumer] = []
+        cfg = SourceSettings(kind="kafka", topics=["events"], group_id="g7")
+        source = KafkaSource(consumer_options(cfg), topics=cfg.topics, clock=lambda: now[0],
+                             consumer_factory=lambda **options: made.append(FakeConsumer(**options)) or made[-1])
+        await source.poll(10, 0.001)  # started, no join completed
+        now[0] += UNASSIGNED_WARNING_S - 1
+        await source.poll(10, 0.001)
+        assert "no partition assignment" not in caplog.text
+        now[0] += 1
+        await source.poll(10, 0.001)
+        await source.poll(10, 0.001)
+        warned = [r for r in caplog.records if "no partition assignment" in r.getMessage()]
+        assert len(warned) == 1 and warned[0].levelname == "WARNING" and "group g7" in warned[0].getMessage()
+
+        caplog.clear()
+        other, later = make_source(group_id="g8")
+        await other.poll(10, 0.001)
+        await later[0].rebalance(() if empty else (TP0,))  # a member of more members than partitions gets none
+        await anyio.sleep(0)
+        other._clock = lambda: now[0] + 10 * UNASSIGNED_WARNING_S
+        await other.poll(10, 0.001)
+        assert "no partition assignment" not in caplog.text
+
+    with caplog.at_level("WARNING", logger="ingester.sources.kafka"):
+        anyio.run(main)
 
 
 def test_poll_starts_the_member_and_names_positions() -> None:
