@@ -2,7 +2,8 @@
 without decoding or re-encoding a row.
 
 The table owns its files: each one is copied under the table's data folder (a kernel-side
-copy between local files) with a new footer that carries the table's field ids
+copy between local files over ``storage.WHOLE_READ_BYTES``; a smaller one is read whole and
+written) with a new footer that carries the table's field ids
 (``ingester.iceberg_layer.footers``), so every reader maps its columns by id. Files from
 untrusted producers have every page decoded once first: a corrupt page (its footer fine)
 would break every reader of the table (files whose producer decoded every page, or wrote them,
