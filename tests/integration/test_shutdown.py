@@ -166,7 +166,8 @@ def test_sigterm_during_a_catalog_outage_with_a_batch_in_flight(
         wait_all_acked(stream.bootstrap, stream.group, stream.topics, timeout_s=60)
         proxy.plan.enabled = True
         stream.send(events[20:])
-        failing = re.compile(rf"(read|commit) {stream.ns}\.\w+ failed")
+        table = rf"{re.escape(stream.ns)}\.\w+"  # batches of several tables commit together: "commit ns.a, ns.b failed"
+        failing = re.compile(rf"(read {table}|commit {table}(, {table})*) failed")
         wait_until("a batch in flight, its commit retrying",
                    lambda: daemon.metric("ingester_inflight_bytes") > 0 and bool(failing.search(daemon.log())), 60)
         retries = daemon.metric("ingester_retries_total")
