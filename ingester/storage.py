@@ -122,9 +122,11 @@ class FileReader:
         except LocationRefused as exc:
             raise LocationRefused(f"{event.table}: {exc}") from None
 
-    def open_raw(self, event: FileEvent, allowed: Allowed | None = None) -> pa.NativeFile:
+    def open_raw(self, event: FileEvent, allowed: Allowed | None = None, *, tail_only: bool = False) -> pa.NativeFile:
         """Random-access bytes of the event's file, after the allow-list check (``allowed``:
-        its result, from ``allowed``)."""
+        its result, from ``allowed``). ``tail_only``: only the file's end is read (its footer),
+        so a local file is neither read whole nor mapped, only read where asked (19 against 91 us
+        for the footer of a 600 KB file)."""
         if event.data is not None:
             return pa.BufferReader(event.data)
         assert event.location is not None
@@ -141,6 +143,8 @@ class FileReader:
                 raise IsADirectoryError(path)
             if not stat.S_ISREG(info.st_mode):  # opening a FIFO blocks forever, a device never ends
                 raise UnreadableFile(f"{event.describe()}: not a regular file")
+            if tail_only:
+                return pa.OSFile(path)
             if info.st_size <= WHOLE_READ_BYTES:
                 with open(path, "rb") as file:
                     return pa.BufferReader(file.read())
@@ -185,7 +189,7 @@ class FileReader:
                 with pa.BufferReader(data) as end:
                     footer = read_footer(end, size, keep_whole=True, offset=size - len(data))
             else:
-                with self.open_raw(event, allowed) as source:
+                with self.open_raw(event, allowed, tail_only=True) as source:
                     footer = read_footer(source, source.size(), keep_whole=remote)
             return footer, footer.metadata()
         except (pa.ArrowInvalid, OSError, ValueError) as exc:
