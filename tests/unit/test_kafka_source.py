@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ class FakeConsumer:
 TP0, TP1 = TopicPartition("events", 0), TopicPartition("events", 1)
 
 
-def make_source(**settings: Any) -> tuple[KafkaSource, list[FakeConsumer]]:
+def make_source(clock: Callable[[], float] = time.monotonic, **settings: Any) -> tuple[KafkaSource, list[FakeConsumer]]:
     made: list[FakeConsumer] = []
 
     def factory(**options: Any) -> FakeConsumer:
@@ -130,7 +130,7 @@ def make_source(**settings: Any) -> tuple[KafkaSource, list[FakeConsumer]]:
         return made[-1]
 
     cfg = SourceSettings(kind="kafka", topics=["events"], **settings)
-    return KafkaSource(consumer_options(cfg), topics=cfg.topics, consumer_factory=factory), made
+    return KafkaSource(consumer_options(cfg), topics=cfg.topics, consumer_factory=factory, clock=clock), made
 
 
 async def joined(source: KafkaSource, made: list[FakeConsumer], *tps: TopicPartition) -> FakeConsumer:
@@ -179,10 +179,7 @@ def test_a_member_never_assigned_is_warned_about_once_and_an_assigned_one_never(
     now = [100.0]
 
     async def main() -> None:
-        made: list[FakeConsumer] = []
-        cfg = SourceSettings(kind="kafka", topics=["events"], group_id="g7")
-        source = KafkaSource(consumer_options(cfg), topics=cfg.topics, clock=lambda: now[0],
-                             consumer_factory=lambda **options: made.append(FakeConsumer(**options)) or made[-1])
+        source, _ = make_source(clock=lambda: now[0], group_id="g7")
         await source.poll(10, 0.001)  # started, no join completed
         now[0] += UNASSIGNED_WARNING_S - 1
         await source.poll(10, 0.001)
@@ -194,11 +191,10 @@ def test_a_member_never_assigned_is_warned_about_once_and_an_assigned_one_never(
         assert len(warned) == 1 and warned[0].levelname == "WARNING" and "group g7" in warned[0].getMessage()
 
         caplog.clear()
-        other, later = make_source(group_id="g8")
+        other, later = make_source(clock=lambda: now[0], group_id="g8")
         await other.poll(10, 0.001)
         await later[0].rebalance(() if empty else (TP0,))  # a member of more members than partitions gets none
-        await anyio.sleep(0)
-        other._clock = lambda: now[0] + 10 * UNASSIGNED_WARNING_S
+        now[0] += 10 * UNASSIGNED_WARNING_S
         await other.poll(10, 0.001)
         assert "no partition assignment" not in caplog.text
 
