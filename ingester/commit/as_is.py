@@ -4,12 +4,13 @@ without decoding or re-encoding a row.
 The table owns its files: each one is copied under the table's data folder (a kernel-side
 copy between local files over ``storage.WHOLE_READ_BYTES``; a smaller one is read whole and
 written) with a new footer that carries the table's field ids
-(``ingester.iceberg_layer.footers``), so every reader maps its columns by id. Files from
+(``ingester.iceberg_layer.footers``), so every reader maps its columns by id; small files of
+one layout are joined into one file on the way (``ingester.commit.joining``). Files from
 untrusted producers have every page decoded once first: a corrupt page (its footer fine)
 would break every reader of the table (files whose producer decoded every page, or wrote them,
 are not decoded again: ``WriteOptions.must_verify``). The ``DataFile`` (column metrics) comes from the
-footer bytes that ``SnapshotCommitter.read`` kept, parsed again here one file at a time (parsed,
-a footer takes 8x its bytes; a batch holds a thousand): nothing is read twice.
+footer each table file is written with, parsed here one table file at a time (parsed, a footer
+takes 8x its bytes; a batch holds a thousand): no file is read for it.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from pyiceberg.io import FileIO
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties, Transaction
 
+from ingester.commit.joining import Output, plan, target_file_bytes
 from ingester.commit.options import WriteOptions
 from ingester.commit.source_files import READ_BATCH_ROWS, BadFile, SourceFile
 from ingester.iceberg_layer.datafiles import SnapshotProducer, as_is_data_file, nan_count
-from ingester.iceberg_layer.footers import IdFooter, Unmapped, copy_size, with_field_ids, write_with_footer
+from ingester.iceberg_layer.footers import MAGIC, IdFooter, Unmapped, copy_pages, with_field_ids, write_footer, write_with_footer
 from ingester.storage import file_map, file_threads, raise_unless_the_files_fault
 
 VERIFY_THREADS = 2
@@ -58,18 +60,18 @@ def as_is_footers(files: Sequence[SourceFile], target: pa.Schema, table: Table) 
     return footers
 
 
-def _scanned(f: SourceFile, options: WriteOptions) -> tuple[pq.FileMetaData, dict[str, int]]:
-    """The file's parsed footer and the NaN count of each top-level float column (footers have
-    none); for a file ``options.must_verify``, every page of every column is decoded on the
-    way, else only the float columns are read. Raises ``BadFile``."""
+def _nan_counts(f: SourceFile, footer: IdFooter, options: WriteOptions) -> dict[int, int]:
+    """The NaN count of each top-level float column of ``f`` by field id (footers have none);
+    for a file ``options.must_verify``, every page of every column is decoded on the way, else
+    only the float columns are read (nothing, without any). Raises ``BadFile``."""
     assert f.footer is not None  # as_is_footers checked it
     verify_files = options.must_verify(f.item.event)
     floats = [field.name for field in f.raw_schema if pa.types.is_floating(field.type)]
-    parsed = f.footer.metadata_again()  # the read parsed it once already
     if not floats and not verify_files:
-        return parsed, {}
+        return {}
     nans = dict.fromkeys(floats, 0)
     try:
+        parsed = f.footer.metadata_again()  # the read parsed it once already
         parquet = f.open(read_dictionary=sorted(f.dictionary) if verify_files else (), metadata=parsed)
         batches = parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=None if verify_files else floats,
                                        use_threads=False)  # the files run side by side already
@@ -79,7 +81,7 @@ def _scanned(f: SourceFile, options: WriteOptions) -> tuple[pq.FileMetaData, dic
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
         raise_unless_the_files_fault(exc, f.item.event)
         raise BadFile(f, f"{f.describe()}: cannot read: {exc}") from None
-    return parsed, nans
+    return {footer.leaf_ids[name]: n for name, n in nans.items()}
 
 
 def name_mapped(tx: Transaction) -> None:
@@ -94,44 +96,60 @@ def add_as_is(
     footers: Sequence[IdFooter], batch_id: str, options: WriteOptions,
 ) -> int:
     """Register ``files`` (with ``as_is_footers``) in ``producer`` (call ``name_mapped`` before
-    opening it). First each file's ``DataFile`` (its metrics from its footer, parsed once
-    here and let go: ``_scanned``; the files ``options.must_verify`` have every page decoded),
-    two files at a time when they are remote; only when every file passed, the copies, named
-    by the batch id, so a retried commit replaces its own copies. Returns their rows."""
+    opening it). First the NaN counts of each file (the files ``options.must_verify`` have every
+    page decoded), two files at a time when they are remote; only when every file passed, the
+    table's files (``joining.plan``: small files of one layout joined, others one copy each),
+    named by the batch id, so a retried commit replaces its own; each ``DataFile``'s metrics
+    come from the footer it was written with. Returns the rows."""
     folder = f"{table.location().rstrip('/')}/data"
     base = f"{folder}/ingester-{batch_id}"
     metadata = tx.table_metadata
+    outputs = plan(files, footers, target_file_bytes(metadata.properties))
 
-    def described(i: int) -> DataFile:
-        f, footer = files[i], footers[i]
-        assert f.footer is not None
-        parsed, nans = _scanned(f, options)
-        nan_counts = {footer.leaf_ids[name]: n for name, n in nans.items()}
-        size = copy_size(f.footer, footer)
-        return as_is_data_file(metadata, f"{base}-{i:05d}.parquet", size, parsed, footer.leaf_ids, nan_counts)
+    def counted(i: int) -> dict[int, int]:
+        return _nan_counts(files[i], footers[i], options)
 
     scan_threads = file_threads((f.location for f in files), VERIFY_THREADS)
-    data_files = file_map(described, range(len(files)), scan_threads, "ingester-scan")
+    nans = file_map(counted, range(len(files)), scan_threads, "ingester-scan")
     _make_folder(folder)
 
-    def copy(i: int) -> None:
-        _copy(table.io, files[i], footers[i], data_files[i].file_path)
+    def written(o: int) -> DataFile:
+        output, path = outputs[o], f"{base}-{o:05d}.parquet"
+        _write(table.io, [files[i] for i in output.files], footers[output.files[0]], output, path)
+        nan_counts: dict[int, int] = {}
+        for i in output.files:
+            for field_id, n in nans[i].items():
+                nan_counts[field_id] = nan_counts.get(field_id, 0) + n
+        return as_is_data_file(metadata, path, output.size, output.parsed(files), footers[output.files[0]].leaf_ids,
+                               nan_counts)
 
-    file_map(copy, range(len(files)), file_threads([folder, *(f.location for f in files)], options.read_concurrency),
-             "ingester-copy")
-    for data_file in data_files:
+    threads = file_threads([folder, *(f.location for f in files)], options.read_concurrency)
+    for data_file in file_map(written, range(len(outputs)), threads, "ingester-copy"):
         producer.append_data_file(data_file)
     return sum(f.rows for f in files)
 
 
-def _copy(io: FileIO, f: SourceFile, footer: IdFooter, dest: str) -> None:
-    """The table's copy of ``f`` at ``dest``, with ``footer``."""
-    assert f.footer is not None  # as_is_footers checked it
+def _write(io: FileIO, files: Sequence[SourceFile], footer: IdFooter, output: Output, dest: str) -> None:
+    """The table's file ``output`` at ``dest``: one file with its new ``footer``, or several joined."""
     try:
-        with f.open_raw() as source, _create(io, dest) as out:
-            write_with_footer(source, f.footer, footer, out)
+        with _create(io, dest) as out:
+            if output.thrift is None:
+                f = files[0]
+                assert f.footer is not None  # as_is_footers checked it
+                with f.open_raw() as source:
+                    write_with_footer(source, f.footer, footer, out)
+                return
+            out.write(MAGIC)
+            for f in files:
+                assert f.footer is not None
+                with f.open_raw() as source:
+                    try:
+                        copy_pages(source, out, f.footer.data_bytes)
+                    except ValueError as exc:  # this one of the files changed since its footer was read
+                        raise BadFile(f, f"{f.describe()}: cannot copy: {exc}") from None
+            write_footer(out, output.thrift)
     except ValueError as exc:  # the file changed since its footer was read; writing errors are not the file's
-        raise BadFile(f, f"{f.describe()}: cannot copy: {exc}") from None
+        raise BadFile(files[0], f"{files[0].describe()}: cannot copy: {exc}") from None
 
 
 def _local_path(location: str) -> Path | None:

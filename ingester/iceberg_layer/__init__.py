@@ -2,7 +2,8 @@
 
 Modules: ``filestream`` (streaming data-file writer), ``datafiles`` (arrow chunks and parquet
 files -> ``DataFile``s of a producer), ``footers`` (parquet footers with the table's field ids,
-over ``thrift_compact``), ``producers`` (merge-on-read, compaction, delete manifests),
+over ``thrift_compact``), ``joined`` (several parquet files' row groups under one footer),
+``producers`` (merge-on-read, compaction, delete manifests),
 ``deletes`` (position delete files), ``schemas`` (arrow -> Iceberg schemas), ``dictionaries``
 (arrow dictionaries through a rewrite), ``markers`` (idempotency markers in snapshot
 summaries, shared by commit and maintenance), ``ledger`` (the dedupe ledger table beside each

@@ -205,34 +205,61 @@ def copy_size(footer: Footer, new: IdFooter) -> int:
 
 def write_with_footer(source: pa.NativeFile, footer: Footer, new: IdFooter, out: BinaryIO) -> int:
     """The data bytes of ``source`` then ``new``'s footer, into ``out``; returns the bytes written."""
-    source.seek(0)
-    left = footer.data_bytes
-    if not _copy_range(source, out, left):
-        while left:
-            block = source.read(min(COPY_BLOCK_BYTES, left))
-            if not block:
-                raise ValueError("parquet file shorter than its footer says")
-            out.write(block)
-            left -= len(block)
-    out.write(new.thrift + struct.pack("<I", len(new.thrift)) + MAGIC)
+    copy_bytes(source, out, 0, footer.data_bytes)
+    write_footer(out, new.thrift)
     return copy_size(footer, new)
 
 
-def _copy_range(source: pa.NativeFile, out: BinaryIO, length: int) -> bool:
+def write_footer(out: BinaryIO, thrift: bytes) -> None:
+    """A footer's thrift bytes, their length and the closing magic."""
+    out.write(thrift + struct.pack("<I", len(thrift)) + MAGIC)
+
+
+def copy_bytes(source: pa.NativeFile, out: BinaryIO, start: int, end: int) -> None:
+    """Bytes ``start`` to ``end`` of ``source``, appended to ``out`` (in the kernel between
+    local files); ``ValueError`` if ``source`` ends before ``end``."""
+    if _copy_range(source, out, start, end):
+        return
+    source.seek(start)
+    left = end - start
+    while left:
+        block = source.read(min(COPY_BLOCK_BYTES, left))
+        if not block:
+            raise ValueError("parquet file shorter than its footer says")
+        out.write(block)
+        left -= len(block)
+
+
+def copy_pages(source: pa.NativeFile, out: BinaryIO, data_bytes: int) -> None:
+    """Bytes 4 to ``data_bytes`` of ``source`` (everything between its magic and its footer),
+    appended to ``out``; ``ValueError`` if ``source`` does not start with the magic or ends
+    early. The magic comes with the first block read (one request to an object store)."""
+    source.seek(0)
+    if _fileno(source) is not None and _fileno(out) is not None:  # local: the rest stays in the kernel
+        first = source.read(len(MAGIC))
+    else:
+        first = source.read(min(COPY_BLOCK_BYTES, data_bytes))
+    if first[:len(MAGIC)] != MAGIC:
+        raise ValueError("it does not start with PAR1")
+    out.write(first[len(MAGIC):])
+    copy_bytes(source, out, len(first), data_bytes)
+
+
+def _copy_range(source: pa.NativeFile, out: BinaryIO, start: int, end: int) -> bool:
     """Kernel-side copy between two local files (``os.copy_file_range``); False if not possible."""
     src_fd, dst_fd = _fileno(source), _fileno(out)
     if src_fd is None or dst_fd is None or not hasattr(os, "copy_file_range"):
         return False
     out.flush()
-    offset = 0
+    offset = start
     try:
-        while offset < length:
-            copied = os.copy_file_range(src_fd, dst_fd, length - offset, offset)
+        while offset < end:
+            copied = os.copy_file_range(src_fd, dst_fd, end - offset, offset)
             if copied == 0:
                 raise ValueError("parquet file shorter than its footer says")
             offset += copied
     except OSError:
-        if offset:
+        if offset > start:
             raise
         return False
     return True

@@ -53,6 +53,8 @@ class Built:
     """Build failures and dead letters of this table (a table with problems may still exist)."""
     as_is_files: int = 0
     rewritten_files: int = 0
+    joined_files: int = 0
+    """As-is files holding the row groups of several source files (``ingester.commit.joining``)."""
 
 
 def _dlt_disposition(case: Case) -> Any:
@@ -208,7 +210,7 @@ class MatrixBuilder:
         built.problems.extend(self._dead_letters(case))
         try:
             table = self._catalog(case).load_table((NAMESPACE, case.table))
-            built.as_is_files, built.rewritten_files = _registration(table)
+            built.as_is_files, built.rewritten_files, built.joined_files = _registration(table)
         except Exception as exc:  # noqa: BLE001 - a missing table is a finding
             built.problems.append(f"no table: {type(exc).__name__}: {exc}")
             return
@@ -224,11 +226,12 @@ class MatrixBuilder:
         return [f"dead letter: {d['reason']}" for d in letters if d.get("table") == f"{NAMESPACE}.{case.table}"]
 
 
-def _registration(table: Table) -> tuple[int, int]:
-    """(data files registered as-is, data files ingester wrote) of the current snapshot. As-is
-    copies are named `ingester-<batch id>-<n>.parquet` (`ingester.commit.as_is`); rewritten files
-    get pyiceberg's data file names."""
-    files = table.inspect.files()
-    names = [path.rsplit("/", 1)[-1] for path, content in zip(files["file_path"].to_pylist(), files["content"].to_pylist()) if content == 0]
-    as_is = sum(name.startswith("ingester-") for name in names)
-    return as_is, len(names) - as_is
+def _registration(table: Table) -> tuple[int, int, int]:
+    """(data files registered as-is, data files ingester wrote, as-is files of several row
+    groups: joined) of the current snapshot. As-is copies are named
+    `ingester-<batch id>-<n>.parquet` (`ingester.commit.as_is`); rewritten files get pyiceberg's
+    data file names. The matrix's producers write one row group per file."""
+    files = table.inspect.files().to_pylist()
+    data = [(f["file_path"].rsplit("/", 1)[-1], len(f["split_offsets"] or [])) for f in files if f["content"] == 0]
+    as_is = [groups for name, groups in data if name.startswith("ingester-")]
+    return len(as_is), len(data) - len(as_is), sum(groups > 1 for groups in as_is)

@@ -52,6 +52,9 @@ class Case:
     partition: tuple[str, str] | None = None
     """(column, transform) given as the dlt hints `partition: true` + `x-partition-transform`."""
     hints: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    joined: bool = False
+    """Some load brings several small files of one layout: the daemon joins them into one data
+    file (``ingester.commit.joining``), which every reader must read as the files."""
 
     @property
     def table(self) -> str:
@@ -151,9 +154,9 @@ def _cases() -> list[Case]:
         # dlt iceberg_rest(), SeaweedFS
         Case("rest_dlt_rewrite_merge_upsert", DLT, REST, False, MERGE, _upserts(False, False), ID_FILTER, UPSERT, "id"),
         # ingester publish + ingester run
-        Case("zero_copy_append", DAEMON, SQL, True, APPEND, _awkward_append(True), ID_FILTER),
+        Case("zero_copy_append", DAEMON, SQL, True, APPEND, _awkward_append(True), ID_FILTER, joined=True),
         Case("rewrite_append", DAEMON, SQL, False, APPEND, _awkward_append(False), ID_FILTER),
-        Case("zero_copy_replace", DAEMON, SQL, True, REPLACE, _replaces(), ID_FILTER),
+        Case("zero_copy_replace", DAEMON, SQL, True, REPLACE, _replaces(), ID_FILTER, joined=True),
         Case("rewrite_replace", DAEMON, SQL, False, REPLACE, _replaces(), ID_FILTER),
         Case("zero_copy_merge_upsert", DAEMON, SQL, True, MERGE, _upserts(True, False), ID_FILTER, UPSERT, "id"),
         Case("rewrite_merge_upsert", DAEMON, SQL, False, MERGE, _upserts(False, True), ID_FILTER, UPSERT, "id"),
@@ -161,7 +164,7 @@ def _cases() -> list[Case]:
         Case("rewrite_evolution", DAEMON, SQL, False, APPEND, _evolution(), ID_FILTER),
         Case("zero_copy_null_list_struct", DAEMON, SQL, True, APPEND, _null_lists(), ID_FILTER),
         Case("rewrite_null_list_struct", DAEMON, SQL, False, APPEND, _null_lists(), ID_FILTER),
-        Case("rest_zero_copy_append", DAEMON, REST, True, APPEND, _awkward_append(True), ID_FILTER),
+        Case("rest_zero_copy_append", DAEMON, REST, True, APPEND, _awkward_append(True), ID_FILTER, joined=True),
         # dlt ingester_queue() + ingester run
         Case("queue_zero_copy_merge_delete_insert", QUEUE, SQL, True, MERGE, _delete_inserts(), ID_FILTER, DELETE_INSERT, "grp"),
         Case("queue_rewrite_replace", QUEUE, SQL, False, REPLACE, _replaces(), ID_FILTER),

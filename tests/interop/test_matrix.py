@@ -60,10 +60,13 @@ def test_reads_the_same(case: str, reader: str, matrix: Matrix) -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_written_as_named(case: str, matrix: Matrix) -> None:
     """The table exists without failed loads or dead letters, and a `zero_copy` case holds data
-    files registered as-is while a rewrite case holds only files ingester wrote."""
+    files registered as-is while a rewrite case holds only files ingester wrote; a `joined`
+    case holds a file joined from several."""
     built = matrix.built[case]
     assert built.problems == [], built.problems
     if matrix.cases[case].zero_copy:
         assert built.as_is_files > 0, f"no data file registered as-is ({built.rewritten_files} rewritten)"
     else:
         assert (built.as_is_files, built.rewritten_files > 0) == (0, True), f"{built.as_is_files} as-is, {built.rewritten_files} rewritten"
+    if matrix.cases[case].joined:  # so every reader reads a file of several producers' row groups
+        assert built.joined_files > 0, f"no joined data file ({built.as_is_files} as-is)"

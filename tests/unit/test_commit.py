@@ -40,8 +40,11 @@ def test_files_that_fit_are_registered_without_rewrite(committer: SnapshotCommit
     first = committer.commit(batch(files))
     assert first.zero_copy and first.rows == 6
     table = committer.catalog.load_table(("ns", "t"))
-    data_files = [t.file.file_path for t in table.scan().plan_files()]
-    assert len(data_files) == 3 and all("/data/ingester-" in p and str(tmp_path / "in") not in p for p in data_files)
+    tasks = list(table.scan().plan_files())
+    data_files = [t.file.file_path for t in tasks]
+    # three small files of one layout: one table file of three row groups (ingester.commit.joining)
+    assert len(data_files) == 1 and all("/data/ingester-" in p and str(tmp_path / "in") not in p for p in data_files)
+    assert tasks[0].file.record_count == 6 and len(tasks[0].file.split_offsets) == 3
     for f in files:
         f.unlink()  # the table owns its copies
     assert sorted(table.scan().to_arrow().column("id").to_pylist()) == [0, 1, 2, 100, 101, 102]

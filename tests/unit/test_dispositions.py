@@ -222,7 +222,10 @@ def test_a_retried_commit_replaces_its_own_copies(catalog: Catalog, tmp_path: Pa
                 add_as_is(tx, table, producer, files, footers, "b1", WriteOptions())
     table.refresh()
     paths = sorted({t.file.file_path.rsplit("/", 1)[1] for t in table.scan().plan_files()})
-    assert paths == ["ingester-b1-00000.parquet", "ingester-b1-00001.parquet"]
+    assert paths == ["ingester-b1-00000.parquet"]  # the two small files joined (ingester.commit.joining)
+    folder = Path(urlparse(table.location()).path) / "data"
+    assert sorted(p.name for p in folder.iterdir()) == paths  # the retry wrote over its own file
+    assert sorted(table.scan().to_arrow().column("id").to_pylist()) == [1, 1, 2, 2]  # two commits of two rows
 
 
 def test_a_registered_column_named_with_a_dot_gets_bounds_not_only_counts(catalog: Catalog, tmp_path: Path) -> None:
@@ -289,18 +292,20 @@ def test_pages_are_decoded_unless_the_producer_did(catalog: Catalog, tmp_path: P
 def test_as_is_copies_run_read_concurrency_at_once(catalog: Catalog, tmp_path: Path, concurrency: int, remote: bool,
                                                     peak: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Copies to or from an object store (here: local files taken for remote) run
-    ``read_concurrency`` at once, local ones one after another."""
+    ``read_concurrency`` at once, local ones one after another (files too large to join: one
+    copy each)."""
     import threading
     import time
 
     import ingester.storage
-    from ingester.commit import as_is
+    from ingester.commit import as_is, joining
 
     if remote:
         monkeypatch.setattr(ingester.storage, "is_remote", lambda location: True)
+    monkeypatch.setattr(joining, "JOIN_BELOW_BYTES", 0)
 
     running, most, lock = [0], [0], threading.Lock()
-    copy = as_is._copy
+    copy = as_is._write
 
     def counted(*args: Any) -> Any:
         with lock:
@@ -313,7 +318,7 @@ def test_as_is_copies_run_read_concurrency_at_once(catalog: Catalog, tmp_path: P
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(as_is, "_copy", counted)
+    monkeypatch.setattr(as_is, "_write", counted)
     table = catalog.create_table(("ns", f"k{concurrency}{remote}"), to_iceberg(SCHEMA))
     files = [source(data(tmp_path / str(i), [i])) for i in range(6)]
     assert commit(table, append, files, options=WriteOptions(read_concurrency=concurrency)) == (6, True)
