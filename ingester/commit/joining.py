@@ -61,9 +61,10 @@ class _Open:
 
 def plan(files: Sequence[SourceFile], footers: Sequence[IdFooter], target_bytes: int) -> list[Output]:
     """The table's files for ``files`` with ``footers`` (``as_is_footers``), in the order of
-    each one's first file; the files of a joined one keep their order."""
-    groups: list[_Open] = []
-    open_by_layout: dict[bytes, _Open] = {}
+    each one's first file; the files of a joined one keep their order. A group's walked
+    footers are let go as soon as it is full (about 6 KB a file)."""
+    planned: list[_Open | Output] = []
+    open_by_layout: dict[bytes, tuple[int, _Open]] = {}
     for i, (f, footer) in enumerate(zip(files, footers, strict=True)):
         assert f.footer is not None  # as_is_footers checked it
         data = f.footer.data_bytes
@@ -74,17 +75,20 @@ def plan(files: Sequence[SourceFile], footers: Sequence[IdFooter], target_bytes:
             except Unjoinable:
                 parts = None
         if parts is None:
-            groups.append(_Open([i], []))
+            planned.append(_output(_Open([i], []), files, footers))
             continue
-        group = open_by_layout.get(parts.layout)
+        at, group = open_by_layout.get(parts.layout, (-1, None))
         if group is None or group.row_groups + parts.count > JOIN_MAX_ROW_GROUPS or group.data_bytes + data > target_bytes:
-            group = open_by_layout[parts.layout] = _Open([], [])
-            groups.append(group)
+            if group is not None:
+                planned[at] = _output(group, files, footers)
+            group = _Open([], [])
+            open_by_layout[parts.layout] = (len(planned), group)
+            planned.append(group)
         group.files.append(i)
         group.parts.append(parts)
         group.data_bytes += data
         group.row_groups += parts.count
-    return [_output(g, files, footers) for g in groups]
+    return [p if isinstance(p, Output) else _output(p, files, footers) for p in planned]
 
 
 def _output(group: _Open, files: Sequence[SourceFile], footers: Sequence[IdFooter]) -> Output:

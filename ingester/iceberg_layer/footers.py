@@ -184,8 +184,8 @@ def with_field_ids(footer: Footer, schema: Schema) -> IdFooter:
     lookup = _Lookup(_known(schema))
     try:  # the key-value pairs come after the row groups: read that far only for nested files
         thrift = edit_struct(footer.thrift, {_SCHEMA: assign}, lookup)
-        if lookup.hit is not None:
-            leaf_ids.update(lookup.hit.leaf_ids)
+        if lookup.hit is not None:  # its ids shared, not copied: a batch holds a thousand footers
+            leaf_ids = lookup.hit.leaf_ids
             nested.append(lookup.hit.nested)
         else:
             _remember(schema, _Edited(lookup.raw, lookup.encoded, dict(leaf_ids), nested[0]))
