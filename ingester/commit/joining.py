@@ -68,27 +68,33 @@ def plan(files: Sequence[SourceFile], footers: Sequence[IdFooter], target_bytes:
     for i, (f, footer) in enumerate(zip(files, footers, strict=True)):
         assert f.footer is not None  # as_is_footers checked it
         data = f.footer.data_bytes
-        parts = None
-        if data < JOIN_BELOW_BYTES:
-            try:
-                parts = row_groups(footer.thrift)
-            except Unjoinable:
-                parts = None
+        parts = _joinable(data, footer)
         if parts is None:
             planned.append(_output(_Open([i], []), files, footers))
             continue
-        at, group = open_by_layout.get(parts.layout, (-1, None))
+        layout = parts.layout
+        at, group = open_by_layout.get(layout, (-1, None))
         if group is None or group.row_groups + parts.count > JOIN_MAX_ROW_GROUPS or group.data_bytes + data > target_bytes:
             if group is not None:
                 planned[at] = _output(group, files, footers)
             group = _Open([], [])
-            open_by_layout[parts.layout] = (len(planned), group)
+            open_by_layout[layout] = (len(planned), group)
             planned.append(group)
         group.files.append(i)
         group.parts.append(parts)
         group.data_bytes += data
         group.row_groups += parts.count
     return [p if isinstance(p, Output) else _output(p, files, footers) for p in planned]
+
+
+def _joinable(data_bytes: int, footer: IdFooter) -> RowGroups | None:
+    """The walked footer of a file small enough to join and whose row groups can move, else None."""
+    if data_bytes >= JOIN_BELOW_BYTES:
+        return None
+    try:
+        return row_groups(footer.thrift)
+    except Unjoinable:
+        return None
 
 
 def _output(group: _Open, files: Sequence[SourceFile], footers: Sequence[IdFooter]) -> Output:

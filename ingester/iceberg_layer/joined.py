@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-MAGIC_BYTES = 4
-"""A parquet file's first bytes (``PAR1``): the joined file has them once."""
+from ingester.iceberg_layer.footers import MAGIC
+from ingester.iceberg_layer.thrift_compact import varint as _varint
 
 # parquet.thrift field ids
 _NUM_ROWS, _ROW_GROUPS, _ENCRYPTION, _SIGNING_KEY, _LAST_FILE_FIELD = 3, 4, 8, 9, 9
@@ -42,11 +42,9 @@ class Unjoinable(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RowGroups:
-    """One footer, walked once: ``layout`` (every top-level field but the row count and the row
-    groups, with their headers: files with equal layouts join), its rows, and its row groups
-    as byte pieces around the values that move (``render`` puts them back at any offset)."""
+    """One footer, walked once: its top-level ``fields``, its rows, and its row groups as byte
+    pieces around the values that move (``render`` puts them back at any offset)."""
 
-    layout: bytes
     fields: tuple[tuple[int, bytes], ...]
     """(field id, header and value bytes) of each top-level field, in order; the row count's and
     the row groups' bytes are their headers only."""
@@ -55,6 +53,12 @@ class RowGroups:
     pieces: tuple[bytes, ...]
     slots: tuple[tuple[int, int], ...]
     """(kind, value) between consecutive ``pieces``: an offset to shift, or an ordinal."""
+
+    @property
+    def layout(self) -> bytes:
+        """Every top-level field but the row count and the row groups, with their headers:
+        files with equal layouts join."""
+        return b"".join(value for fid, value in self.fields if fid not in (_NUM_ROWS, _ROW_GROUPS))
 
     def render(self, delta: int, first_ordinal: int) -> bytes:
         """The row groups' bytes (no list header) with offsets + ``delta``, ordinals from ``first_ordinal``."""
@@ -79,14 +83,14 @@ def joined_footer(parts: Sequence[RowGroups], data_bytes: Sequence[int]) -> byte
     """The footer of ``parts`` joined in order (all of one ``layout``), file ``i`` having had
     ``data_bytes[i]`` bytes before its footer (its magic included)."""
     first = parts[0]
-    assert all(p.layout == first.layout for p in parts), "only footers of one layout join"
+    assert all(p.layout == first.layout for p in parts[1:]), "only footers of one layout join"
     count = sum(p.count for p in parts)
     if count > 0x7FFF:
         raise Unjoinable(f"{count} row groups: more than an ordinal holds")
     groups, delta, ordinal = [], 0, 0
     for part, size in zip(parts, data_bytes, strict=True):
         groups.append(part.render(delta, ordinal))
-        delta += size - MAGIC_BYTES
+        delta += size - len(MAGIC)
         ordinal += part.count
     out = []
     for fid, head in first.fields:
@@ -102,20 +106,11 @@ def joined_footer(parts: Sequence[RowGroups], data_bytes: Sequence[int]) -> byte
 
 def joined_size(data_bytes: Sequence[int], footer: bytes) -> int:
     """The size of the joined file: one magic, every file's data, the footer, its length, the magic."""
-    return MAGIC_BYTES + sum(size - MAGIC_BYTES for size in data_bytes) + len(footer) + 8
+    return len(MAGIC) + sum(size - len(MAGIC) for size in data_bytes) + len(footer) + 8
 
 
 def _zigzag(value: int) -> int:
     return (value << 1) ^ (value >> 63)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _list_header(size: int) -> bytes:
@@ -140,7 +135,7 @@ class _Walk:
     def file(self) -> RowGroups:
         data, p, fid = self.data, 0, 0
         fields: list[tuple[int, bytes]] = []
-        layout, rows, count = bytearray(), -1, -1
+        rows, count = -1, -1
         while True:
             start = p
             header = data[p]
@@ -165,12 +160,11 @@ class _Walk:
             else:
                 p = _skip(data, p, kind)
                 fields.append((fid, data[start:p]))
-                layout += data[start:p]
         if p != len(data):
             raise Unjoinable("bytes after the footer's end")
         if rows < 0 or count < 0:
             raise Unjoinable("a footer without its row count or row groups")
-        return RowGroups(bytes(layout), tuple(fields), rows, count, tuple(self.pieces), tuple(self.slots))
+        return RowGroups(tuple(fields), rows, count, tuple(self.pieces), tuple(self.slots))
 
     def _move(self, p: int, kind: int) -> int:
         """Cut at the i64 varint at ``p`` (an offset to shift, or the ordinal) and skip it."""

@@ -86,11 +86,17 @@ def _field_header(last: int, fid: int, ttype: int) -> bytes:
     compact = _COMPACT_TYPES[ttype]  # a bool field keeps its value in the header: never edited
     if 0 < fid - last <= 15:
         return bytes([(fid - last) << 4 | compact])
-    zigzag, varint = (fid << 1) ^ (fid >> 15), bytearray()
-    while zigzag > 0x7F:
-        varint.append(zigzag & 0x7F | 0x80)
-        zigzag >>= 7
-    return bytes([compact, *varint, zigzag])
+    return bytes([compact]) + varint((fid << 1) ^ (fid >> 15))
+
+
+def varint(value: int) -> bytes:
+    """An unsigned value as the compact protocol's varint (7 bits a byte, low bits first)."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _encoded(ttype: int, value: Any) -> bytes:
